@@ -1,0 +1,120 @@
+"""Settings of django-apiauth.
+
+Every setting is read from ``django.conf.settings`` with the ``APIAUTH_`` prefix
+on each access, so ``override_settings`` works in tests and nothing is written
+into ``django.conf.settings`` at import time. Defaults are documented on each
+property and in ``docs/settings.md``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+
+
+class AppSettings:
+    prefix = "APIAUTH_"
+
+    def _setting(self, name: str, default: Any) -> Any:
+        return getattr(settings, self.prefix + name, default)
+
+    # -- secrets -----------------------------------------------------------
+
+    @property
+    def PEPPER_IS_SET(self) -> bool:
+        return bool(self._setting("PEPPER", None))
+
+    @property
+    def PEPPER(self) -> bytes:
+        """Server-side key under which API-key secrets are hashed (HMAC-SHA256).
+
+        ``APIAUTH_PEPPER`` (str or bytes, at least 32 characters). When unset, a
+        key is derived from ``SECRET_KEY``; check ``apiauth.W001`` warns about
+        that in production because rotating ``SECRET_KEY`` would then
+        invalidate every API key.
+        """
+        pepper = self._setting("PEPPER", None)
+        if pepper:
+            return pepper.encode() if isinstance(pepper, str) else bytes(pepper)
+        return _derive_pepper(settings.SECRET_KEY)
+
+    # -- API keys ----------------------------------------------------------
+
+    @property
+    def API_KEY_PREFIX(self) -> str:
+        """Type prefix of every API key (``ak``), so secret scanners spot leaks."""
+        return str(self._setting("API_KEY_PREFIX", "ak"))
+
+    @property
+    def API_KEY_HEADER(self) -> str:
+        """Dedicated request header carrying a key (``X-API-Key``)."""
+        return str(self._setting("API_KEY_HEADER", "X-API-Key"))
+
+    @property
+    def API_KEY_KEYWORD(self) -> str:
+        """Keyword of the ``Authorization`` header (``Api-Key``)."""
+        return str(self._setting("API_KEY_KEYWORD", "Api-Key"))
+
+    @property
+    def API_KEY_QUERY_PARAMS(self) -> tuple[str, ...]:
+        """Query-string parameters that are refused when they carry a key."""
+        return tuple(self._setting("API_KEY_QUERY_PARAMS", ("api_key", "apikey", "key")))
+
+    # -- lifecycle ---------------------------------------------------------
+
+    @property
+    def ROTATION_GRACE(self) -> timedelta:
+        """How long a rotated-out credential keeps working (default 24 hours)."""
+        value = self._setting("ROTATION_GRACE", timedelta(hours=24))
+        return value if isinstance(value, timedelta) else timedelta(seconds=int(value))
+
+    @property
+    def LAST_USED_INTERVAL(self) -> timedelta:
+        """At most one ``last_used_at`` write per credential per interval (60 s)."""
+        value = self._setting("LAST_USED_INTERVAL", timedelta(seconds=60))
+        return value if isinstance(value, timedelta) else timedelta(seconds=int(value))
+
+    # -- requests ----------------------------------------------------------
+
+    @property
+    def TRUSTED_PROXIES(self) -> tuple[str, ...]:
+        """CIDRs of reverse proxies whose ``X-Forwarded-For`` is believed (none)."""
+        return tuple(self._setting("TRUSTED_PROXIES", ()))
+
+    @property
+    def REQUEST_ID_HEADER(self) -> str:
+        """Header whose value is recorded as the audit ``request_id``."""
+        return str(self._setting("REQUEST_ID_HEADER", "X-Request-ID"))
+
+    @property
+    def WWW_AUTHENTICATE_REALM(self) -> str:
+        return str(self._setting("WWW_AUTHENTICATE_REALM", "api"))
+
+    # -- audit -------------------------------------------------------------
+
+    @property
+    def AUDIT_SUCCESS(self) -> bool:
+        """Record successful attempts too (default ``True``)."""
+        return bool(self._setting("AUDIT_SUCCESS", True))
+
+
+def _derive_pepper(secret_key: str) -> bytes:
+    # One HMAC per call is cheap next to a request; cached by secret_key so
+    # the hot path pays a dict lookup.
+    cached = _PEPPER_CACHE.get(secret_key)
+    if cached is None:
+        cached = hmac.new(
+            secret_key.encode(), b"django_apiauth.api_key.pepper", hashlib.sha256
+        ).digest()
+        _PEPPER_CACHE.clear()
+        _PEPPER_CACHE[secret_key] = cached
+    return cached
+
+
+_PEPPER_CACHE: dict[str, bytes] = {}
+
+app_settings = AppSettings()

@@ -1,0 +1,80 @@
+"""System checks (``manage.py check``) for django-apiauth settings."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Any
+
+from django.conf import settings
+from django.core.checks import Error, Tags, Warning, register
+
+from .app_settings import app_settings
+
+_PREFIX_RE = re.compile(r"^[a-z0-9]{1,10}$")
+
+
+@register(Tags.security)
+def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
+    errors: list[Any] = []
+    pepper = getattr(settings, "APIAUTH_PEPPER", None)
+    if pepper and len(pepper) < 32:
+        errors.append(Error(
+            "APIAUTH_PEPPER is shorter than 32 characters.",
+            hint="Generate one with: python -c \"import secrets; print(secrets.token_urlsafe(48))\"",
+            id="apiauth.E001",
+        ))
+    if not pepper and not settings.DEBUG:
+        errors.append(Warning(
+            "APIAUTH_PEPPER is not set: API keys are hashed under a key derived from "
+            "SECRET_KEY, so rotating SECRET_KEY would invalidate every API key.",
+            hint="Set APIAUTH_PEPPER to a random string of at least 32 characters, kept "
+            "outside the database (environment or secrets manager).",
+            id="apiauth.W001",
+        ))
+    if not _PREFIX_RE.match(app_settings.API_KEY_PREFIX):
+        errors.append(Error(
+            f"APIAUTH_API_KEY_PREFIX {app_settings.API_KEY_PREFIX!r} is invalid.",
+            hint="Use 1 to 10 lowercase letters or digits (no underscore), e.g. 'ak'.",
+            id="apiauth.E002",
+        ))
+    for proxy in app_settings.TRUSTED_PROXIES:
+        try:
+            ipaddress.ip_network(proxy, strict=False)
+        except ValueError:
+            errors.append(Error(
+                f"APIAUTH_TRUSTED_PROXIES contains {proxy!r}, which is not an IP or CIDR.",
+                hint="List the addresses of your TLS terminators, e.g. ['10.0.0.0/24'].",
+                id="apiauth.E003",
+            ))
+    if "rest_framework" not in settings.INSTALLED_APPS:
+        errors.append(Error(
+            "django_apiauth needs Django REST framework.",
+            hint="Add 'rest_framework' to INSTALLED_APPS.",
+            id="apiauth.E004",
+        ))
+    if app_settings.ROTATION_GRACE.total_seconds() < 0:
+        errors.append(Error(
+            "APIAUTH_ROTATION_GRACE is negative.",
+            hint="Use a timedelta of zero or more (0 ends the old credential at once).",
+            id="apiauth.E005",
+        ))
+    if not settings.DEBUG and not (
+        getattr(settings, "SECURE_SSL_REDIRECT", False)
+        or getattr(settings, "SECURE_PROXY_SSL_HEADER", None)
+    ):
+        errors.append(Warning(
+            "Credentials may travel over plaintext HTTP: neither SECURE_SSL_REDIRECT nor "
+            "SECURE_PROXY_SSL_HEADER is set.",
+            hint="Serve the API over HTTPS only: set SECURE_SSL_REDIRECT = True (and "
+            "SECURE_PROXY_SSL_HEADER behind a TLS-terminating proxy).",
+            id="apiauth.W002",
+        ))
+    if "*" in getattr(settings, "ALLOWED_HOSTS", ()) and not settings.DEBUG:
+        errors.append(Warning(
+            "ALLOWED_HOSTS contains '*': signed requests and SSO callbacks rebuild URLs "
+            "from the Host header.",
+            hint="List your real host names in ALLOWED_HOSTS.",
+            id="apiauth.W003",
+        ))
+    return errors

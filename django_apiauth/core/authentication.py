@@ -1,0 +1,190 @@
+"""The one DRF authentication base class every scheme subclasses.
+
+A scheme implements two small hooks and nothing else:
+
+* :meth:`CredentialAuthentication.extract`: parse the wire format. Return
+  ``None`` when the request does not use the scheme (DRF rule), raise
+  :class:`Refused` when it does but the input is malformed, or return a
+  :class:`Presented` with the lookup value and the proof.
+* :meth:`CredentialAuthentication.verify`: check the proof against the
+  stored credential, doing the same work when the credential is ``None``.
+
+The base class does the rest, in this order: lookup → verify → usability
+rule → last-used → audit → ``(user, Principal)``. Every refusal is audited
+with a precise reason code and answered with one generic message; a database
+or audit failure is answered with 503, never a 500 and never an accept.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from django.db import DatabaseError
+from django.http import HttpRequest
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+from rest_framework import exceptions, status
+from rest_framework.authentication import BaseAuthentication
+
+from .. import signals
+from ..app_settings import app_settings
+from . import audit, reasons
+from .lookup import lookup, touch_last_used
+from .models import AbstractCredential, unusable_reason
+from .net import client_ip
+from .principal import Principal
+
+
+class ServiceUnavailable(exceptions.APIException):
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_detail = _("Authentication is temporarily unavailable. Try again later.")
+    default_code = "service_unavailable"
+
+
+class Refused(Exception):
+    """Internal: an attempt that must be refused, with its audit reason."""
+
+    def __init__(self, reason: str, *, credential: Any = None, credential_id: str = "",
+                 detail: dict[str, Any] | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.credential = credential
+        self.credential_id = credential_id
+        self.detail = detail or {}
+
+
+@dataclass(slots=True)
+class Presented:
+    """What a request presented: the public lookup value and the proof."""
+
+    lookup_value: str
+    proof: Any = None
+    claims: dict[str, Any] = field(default_factory=dict)
+
+
+# Client-facing messages. Unknown, wrong, expired, revoked, inactive and
+# IP-refused credentials all get the same one (STYLE habit 2); the precise
+# reason is in the audit row.
+GENERIC = ("invalid_credentials", _("Invalid credentials."))
+CLIENT_ERRORS: dict[str, tuple[str, Any]] = {
+    reasons.MALFORMED: ("malformed_credentials", _("Malformed credentials.")),
+    reasons.AMBIGUOUS: (
+        "ambiguous_credentials",
+        _("More than one credential was sent. Send exactly one."),
+    ),
+    reasons.QUERY_STRING: (
+        "credential_in_query",
+        _("Credentials are not accepted in the URL. Send them in a header."),
+    ),
+}
+
+
+class ApiAuthentication(BaseAuthentication):
+    """Shared behaviour: audit, refusal, principal. Stateless schemes (JWT)
+    subclass this directly; stored-credential schemes use
+    :class:`CredentialAuthentication`."""
+
+    scheme: ClassVar[str] = ""
+    www_authenticate_scheme: ClassVar[str] = ""
+
+    def authenticate_header(self, request: HttpRequest) -> str:
+        return f'{self.www_authenticate_scheme} realm="{app_settings.WWW_AUTHENTICATE_REALM}"'
+
+    def refuse(self, request: HttpRequest, refused: Refused, *, now: Any = None) -> None:
+        """Audit a refusal and raise the client-facing error."""
+        credential = refused.credential
+        user = getattr(credential, "owner", None) if credential is not None else None
+        credential_id = credential.public_id if credential is not None else refused.credential_id
+        try:
+            audit.record(
+                event="authenticate", scheme=self.scheme, outcome=audit.FAILURE,
+                reason=refused.reason, request=request, user=user,
+                credential_id=credential_id, detail=refused.detail, at=now,
+            )
+        except audit.AuditUnavailable:
+            raise ServiceUnavailable() from None
+        signals.authentication_failed.send(
+            sender=type(self), request=request, scheme=self.scheme, reason=refused.reason,
+            credential_id=credential_id,
+        )
+        code, message = CLIENT_ERRORS.get(refused.reason, GENERIC)
+        raise exceptions.AuthenticationFailed({"detail": message, "code": code}, code=code)
+
+    def succeed(self, request: HttpRequest, user: Any, principal: Principal, now: Any) -> None:
+        if app_settings.AUDIT_SUCCESS:
+            try:
+                audit.record(
+                    event="authenticate", scheme=self.scheme, outcome=audit.SUCCESS,
+                    reason=reasons.OK, request=request, user=user,
+                    credential_id=principal.credential_id, at=now,
+                )
+            except audit.AuditUnavailable:
+                raise ServiceUnavailable() from None
+        signals.authentication_succeeded.send(
+            sender=type(self), request=request, user=user, principal=principal
+        )
+
+
+class CredentialAuthentication(ApiAuthentication):
+    """Base class for schemes backed by a stored credential model."""
+
+    model: ClassVar[type[AbstractCredential]]
+
+    def extract(self, request: HttpRequest) -> Presented | None:  # pragma: no cover
+        raise NotImplementedError
+
+    def verify(self, request: HttpRequest, presented: Presented,
+               credential: AbstractCredential | None) -> bool:  # pragma: no cover
+        """Check the proof. Must do the same work when ``credential`` is None."""
+        raise NotImplementedError
+
+    def get_scopes(self, credential: AbstractCredential, presented: Presented) -> frozenset[str]:
+        return credential.scope_set
+
+    def authenticate(self, request: Any) -> tuple[Any, Principal] | None:
+        try:
+            presented = self.extract(request)
+        except Refused as refused:
+            self.refuse(request, refused)
+        if presented is None:
+            return None
+        now = timezone.now()
+        credential: AbstractCredential | None = None
+        try:
+            credential = lookup(self.model, presented.lookup_value)
+            proof_ok = self.verify(request, presented, credential)
+            if credential is None:
+                raise Refused(reasons.UNKNOWN_CREDENTIAL, credential_id=presented.lookup_value)
+            if not proof_ok:
+                raise Refused(reasons.BAD_SECRET, credential=credential)
+            owner = credential.owner
+            reason = unusable_reason(credential, now, client_ip(request), owner.is_active)
+            if reason is not None:
+                raise Refused(reason, credential=credential)
+            touch_last_used(credential, now, client_ip(request))
+        except Refused as refused:
+            self.refuse(request, refused, now=now)
+        except DatabaseError:
+            self._unavailable(request, presented, now)
+        principal = Principal(
+            scheme=self.scheme,
+            credential=credential,
+            credential_id=credential.public_id,  # type: ignore[union-attr]
+            scopes=self.get_scopes(credential, presented),  # type: ignore[arg-type]
+            claims=presented.claims,
+        )
+        self.succeed(request, owner, principal, now)
+        return owner, principal
+
+    def _unavailable(self, request: HttpRequest, presented: Presented, now: Any) -> None:
+        # Fail closed. Try to leave a trace; the database may be what is down.
+        try:
+            audit.record(
+                event="authenticate", scheme=self.scheme, outcome=audit.FAILURE,
+                reason=reasons.SERVICE_UNAVAILABLE, request=request,
+                credential_id=presented.lookup_value, at=now,
+            )
+        except audit.AuditUnavailable:
+            pass
+        raise ServiceUnavailable()

@@ -1,0 +1,129 @@
+"""Credential lifecycle: issue, rotate, revoke. Each step is audited and signalled.
+
+Schemes and the admin call these functions; nothing else changes a
+credential's lifecycle fields.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+from django.db import transaction
+from django.utils import timezone
+
+from .. import signals
+from ..app_settings import app_settings
+from . import audit, reasons
+from .models import AbstractCredential
+
+C = TypeVar("C", bound=AbstractCredential)
+
+
+class LifecycleError(ValueError):
+    """An impossible lifecycle step (e.g. revoking a revoked credential)."""
+
+
+def _audit(event: str, credential: AbstractCredential, reason: str, actor: Any,
+           detail: dict[str, Any] | None = None) -> None:
+    audit.record(
+        event=event,
+        scheme=credential.credential_kind,
+        outcome=audit.SUCCESS,
+        reason=reason,
+        user=credential.owner,
+        credential_id=credential.public_id,
+        detail={"actor": actor.get_username() if actor is not None else None, **(detail or {})},
+    )
+
+
+def issue(model: type[C], *, actor: Any = None, **fields: Any) -> tuple[C, str]:
+    """Create a credential of ``model`` and return it with its one-time secret.
+
+    ``model.generate_secret(credential)`` fills the credential's secret fields
+    and returns the plaintext that is shown once and never stored.
+    """
+    with transaction.atomic(using=router_for(model)):
+        credential = model(**fields)
+        secret = credential.generate_secret()  # type: ignore[attr-defined]
+        credential.full_clean()
+        credential.save()
+        _audit("credential.issued", credential, reasons.ISSUED, actor)
+    signals.credential_issued.send(sender=model, credential=credential, actor=actor)
+    return credential, secret
+
+
+def rotate(credential: C, *, grace: timedelta | None = None, actor: Any = None,
+           now: datetime | None = None) -> tuple[C, str]:
+    """Issue a successor with the same owner, scopes and allow-list.
+
+    The predecessor keeps working until ``now + grace`` (never longer than it
+    would have anyway), then expires. The successor keeps the predecessor's
+    lifetime if it had one.
+    """
+    now = now or timezone.now()
+    grace = app_settings.ROTATION_GRACE if grace is None else grace
+    if credential.revoked_at is not None:
+        raise LifecycleError("A revoked credential cannot be rotated.")
+    if credential.expires_at is not None and credential.expires_at <= now:
+        raise LifecycleError("An expired credential cannot be rotated.")
+    model = type(credential)
+    grace_until = now + grace
+    lifetime = (
+        credential.expires_at - credential.created_at if credential.expires_at is not None else None
+    )
+    with transaction.atomic(using=router_for(model)):
+        successor = model(
+            owner=credential.owner,
+            name=credential.name,
+            scopes=credential.scopes,
+            allowed_ips=credential.allowed_ips,
+            not_before=None,
+            expires_at=now + lifetime if lifetime is not None else None,
+            rotated_from=credential,
+            created_at=now,
+        )
+        secret = successor.generate_secret()  # type: ignore[attr-defined]
+        successor.full_clean()
+        successor.save()
+        if credential.expires_at is None or credential.expires_at > grace_until:
+            credential.expires_at = grace_until
+            credential.save(update_fields=["expires_at"])
+        _audit(
+            "credential.rotated", credential, reasons.ROTATED, actor,
+            {"successor": successor.public_id, "grace_until": grace_until.isoformat()},
+        )
+        _audit("credential.issued", successor, reasons.ISSUED, actor,
+               {"rotated_from": credential.public_id})
+    signals.credential_rotated.send(
+        sender=model, credential=credential, successor=successor, grace_until=grace_until,
+        actor=actor,
+    )
+    return successor, secret
+
+
+def revoke(credential: AbstractCredential, *, reason: str, actor: Any = None,
+           now: datetime | None = None) -> None:
+    """Revoke at once and for good. ``reason`` is required and recorded."""
+    reason = (reason or "").strip()
+    if not reason:
+        raise LifecycleError("A revocation needs a reason.")
+    if credential.revoked_at is not None:
+        raise LifecycleError("This credential is already revoked.")
+    now = now or timezone.now()
+    model = type(credential)
+    with transaction.atomic(using=router_for(model)):
+        credential.revoked_at = now
+        credential.revoked_reason = audit.sanitise(reason, 200)
+        credential.save(update_fields=["revoked_at", "revoked_reason"])
+        _audit("credential.revoked", credential, reasons.REVOKED_BY_OPERATOR, actor,
+               {"reason": credential.revoked_reason})
+    signals.credential_revoked.send(
+        sender=model, credential=credential, reason=credential.revoked_reason, actor=actor
+    )
+
+
+def router_for(model: type[AbstractCredential]) -> str:
+    from django.db import router
+
+    return router.db_for_write(model)

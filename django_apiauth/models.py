@@ -1,0 +1,122 @@
+"""Concrete models of django-apiauth.
+
+Credential models subclass :class:`~django_apiauth.core.models.AbstractCredential`;
+extend them by subclassing (as djangorestframework-api-key does), never by
+swapping.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+from .app_settings import app_settings
+from .core import crypto
+from .core.models import AbstractCredential, CredentialQuerySet
+
+
+class AbstractApiKey(AbstractCredential):
+    """An API key (DESIGN §3).
+
+    * ``lookup_id``: public part of the key, unique and indexed; the key's
+      identifier in the admin, the CLI and audit rows.
+    * ``secret_hash``: HMAC-SHA256 of the whole key under ``APIAUTH_PEPPER``
+      (hex). The plaintext key is shown once at issue and never stored.
+    """
+
+    credential_kind: ClassVar[str] = "api_key"
+    lookup_field: ClassVar[str] = "lookup_id"
+
+    lookup_id = models.CharField(_("lookup id"), max_length=12, unique=True, editable=False)
+    secret_hash = models.CharField(_("secret hash"), max_length=64, editable=False)
+
+    class Meta(AbstractCredential.Meta):
+        abstract = True
+        verbose_name = _("API key")
+        verbose_name_plural = _("API keys")
+
+    def generate_secret(self) -> str:
+        """Fill ``lookup_id`` and ``secret_hash``; return the plaintext key (shown once)."""
+        generated = crypto.generate_api_key(app_settings.API_KEY_PREFIX, app_settings.PEPPER)
+        self.lookup_id = generated.lookup_id
+        self.secret_hash = generated.secret_hash
+        return generated.key
+
+
+class ApiKey(AbstractApiKey):
+    objects = CredentialQuerySet.as_manager()
+
+    class Meta(AbstractApiKey.Meta):
+        ordering = ("-created_at",)
+        indexes = [models.Index(fields=["owner", "-created_at"], name="apiauth_apikey_owner")]
+
+
+class AuditEventQuerySet(models.QuerySet):
+    def for_credential(self, credential_id: str) -> AuditEventQuerySet:
+        return self.filter(credential_id=credential_id)
+
+
+class AuditEvent(models.Model):
+    """One authentication attempt or credential lifecycle event (DESIGN §5).
+
+    Append-only: written only by :func:`django_apiauth.core.audit.record`,
+    never edited or deleted through the admin.
+
+    * ``event``: ``authenticate``, ``authorize``, ``credential.issued``,
+      ``credential.rotated``, ``credential.revoked``, …
+    * ``scheme``: the scheme or credential kind (``api_key``, …).
+    * ``outcome``: ``success`` or ``failure``; ``reason``: a stable code from
+      :mod:`django_apiauth.core.reasons`.
+    * ``user`` / ``username``: the user concerned; the username is kept so
+      rows stay readable after the user is deleted (no database constraint,
+      so deleting a user never rewrites millions of audit rows).
+    * ``credential_id``: public identifier, never a secret.
+    * ``ip``, ``user_agent``, ``method``, ``path``, ``request_id``: from the
+      request, sanitised and bounded. ``path`` never includes the query string.
+    * ``detail``: JSON with extra facts; secret-looking keys are redacted.
+    """
+
+    SUCCESS = "success"
+    FAILURE = "failure"
+    OUTCOMES = ((SUCCESS, _("success")), (FAILURE, _("failure")))
+
+    id = models.BigAutoField(primary_key=True)
+    at = models.DateTimeField(_("at"), default=timezone.now)
+    event = models.CharField(_("event"), max_length=40, default="authenticate")
+    scheme = models.CharField(_("scheme"), max_length=32, blank=True, default="")
+    outcome = models.CharField(_("outcome"), max_length=7, choices=OUTCOMES)
+    reason = models.CharField(_("reason"), max_length=40)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.DO_NOTHING,
+        db_constraint=False, related_name="+", verbose_name=_("user"),
+    )
+    username = models.CharField(_("username"), max_length=150, blank=True, default="")
+    credential_id = models.CharField(_("credential id"), max_length=100, blank=True, default="")
+    ip = models.GenericIPAddressField(_("IP address"), null=True, blank=True)
+    user_agent = models.CharField(_("user agent"), max_length=256, blank=True, default="")
+    method = models.CharField(_("method"), max_length=10, blank=True, default="")
+    path = models.CharField(_("path"), max_length=512, blank=True, default="")
+    request_id = models.CharField(_("request id"), max_length=128, blank=True, default="")
+    detail = models.JSONField(_("detail"), default=dict, blank=True)
+
+    objects = AuditEventQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = _("audit event")
+        verbose_name_plural = _("audit events")
+        ordering = ("-at", "-id")
+        indexes = [
+            models.Index(fields=["-at"], name="apiauth_audit_at"),
+            models.Index(fields=["scheme", "-at"], name="apiauth_audit_scheme"),
+            models.Index(fields=["outcome", "reason", "-at"], name="apiauth_audit_outcome"),
+            models.Index(fields=["user", "-at"], name="apiauth_audit_user"),
+            models.Index(fields=["credential_id", "-at"], name="apiauth_audit_credential"),
+            models.Index(fields=["ip", "-at"], name="apiauth_audit_ip"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.at:%Y-%m-%d %H:%M:%S} {self.scheme} {self.outcome} {self.reason}"
