@@ -9,11 +9,11 @@ from rest_framework import exceptions
 from rest_framework.permissions import BasePermission
 
 from .core import audit, reasons
-from .core.authentication import ServiceUnavailable
+from .core.authentication import CodedError, NotAuthenticated, ServiceUnavailable
 from .core.principal import Principal
 
 
-class InsufficientScope(exceptions.PermissionDenied):
+class InsufficientScope(CodedError, exceptions.PermissionDenied):
     default_detail = _("This credential lacks a scope this endpoint requires.")
     default_code = "insufficient_scope"
 
@@ -46,7 +46,8 @@ class HasScopes(BasePermission):
                 self._audit(request, reasons.MISSING, "", None, {
                     "authorization_scheme": _authorization_scheme(request),
                 })
-                return False
+                # DRF adds WWW-Authenticate from the view's first authenticator.
+                raise NotAuthenticated()
             if required:
                 self._deny(request, user, "", "session", required, frozenset())
             return True

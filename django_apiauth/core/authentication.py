@@ -36,10 +36,32 @@ from .net import client_ip
 from .principal import Principal
 
 
-class ServiceUnavailable(exceptions.APIException):
+class CodedError:
+    """Mixin: the response body carries the stable ``code`` next to ``detail``."""
+
+    default_detail: Any
+    default_code: str
+
+    def __init__(self, detail: Any = None, code: str | None = None) -> None:
+        code = code or self.default_code
+        body = detail if isinstance(detail, dict) else {
+            "detail": detail or self.default_detail, "code": code,
+        }
+        super().__init__(body, code)  # type: ignore[call-arg]
+
+
+class ServiceUnavailable(CodedError, exceptions.APIException):
     status_code = status.HTTP_503_SERVICE_UNAVAILABLE
     default_detail = _("Authentication is temporarily unavailable. Try again later.")
     default_code = "service_unavailable"
+
+
+class AuthenticationFailed(CodedError, exceptions.AuthenticationFailed):
+    default_code = "invalid_credentials"
+
+
+class NotAuthenticated(CodedError, exceptions.NotAuthenticated):
+    default_code = "not_authenticated"
 
 
 class Refused(Exception):
@@ -109,7 +131,7 @@ class ApiAuthentication(BaseAuthentication):
             credential_id=credential_id,
         )
         code, message = CLIENT_ERRORS.get(refused.reason, GENERIC)
-        raise exceptions.AuthenticationFailed({"detail": message, "code": code}, code=code)
+        raise AuthenticationFailed(message, code)
 
     def succeed(self, request: HttpRequest, user: Any, principal: Principal, now: Any) -> None:
         if app_settings.AUDIT_SUCCESS:

@@ -1,0 +1,45 @@
+import pytest
+from django.core.checks import run_checks
+from django.test import override_settings
+
+
+def ids(**overrides):
+    with override_settings(**overrides):
+        return {m.id for m in run_checks() if m.id and m.id.startswith("apiauth.") and not m.is_silenced()}
+
+
+def test_test_settings_are_clean():
+    assert ids() == set()
+
+
+def test_short_pepper():
+    assert "apiauth.E001" in ids(APIAUTH_PEPPER="short")
+
+
+def test_missing_pepper_in_production():
+    assert "apiauth.W001" in ids(APIAUTH_PEPPER=None, DEBUG=False)
+    assert "apiauth.W001" not in ids(APIAUTH_PEPPER=None, DEBUG=True)
+
+
+@pytest.mark.parametrize("prefix", ["", "AK", "a_k", "waytoolongprefix", "a k"])
+def test_bad_prefix(prefix):
+    assert "apiauth.E002" in ids(APIAUTH_API_KEY_PREFIX=prefix)
+
+
+def test_bad_trusted_proxy():
+    assert "apiauth.E003" in ids(APIAUTH_TRUSTED_PROXIES=["10.0.0.0/8", "nope"])
+
+
+def test_negative_grace():
+    from datetime import timedelta
+
+    assert "apiauth.E005" in ids(APIAUTH_ROTATION_GRACE=timedelta(seconds=-1))
+
+
+def test_plaintext_http_in_production():
+    assert "apiauth.W002" in ids(DEBUG=False, SECURE_SSL_REDIRECT=False, SILENCED_SYSTEM_CHECKS=[])
+    assert "apiauth.W002" not in ids(DEBUG=False, SECURE_SSL_REDIRECT=True, SILENCED_SYSTEM_CHECKS=[])
+
+
+def test_wildcard_hosts_in_production():
+    assert "apiauth.W003" in ids(DEBUG=False, ALLOWED_HOSTS=["*"])
