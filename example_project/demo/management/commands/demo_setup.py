@@ -8,7 +8,8 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 
-from django_apiauth.core import lifecycle
+from django_apiauth.app_settings import app_settings
+from django_apiauth.core import crypto, lifecycle
 from django_apiauth.models import ApiKey
 
 
@@ -50,7 +51,10 @@ class Command(BaseCommand):
             f"curl -s -H 'Authorization: Api-Key {key}' -H 'Content-Type: application/json' "
             f"-d '{{\"hello\": \"world\"}}' {base_url}/api/echo/"
         )
-        out("# 401: a wrong key")
+        out("# 401: a well-formed key that was never issued (invalid_credentials)")
+        unknown = crypto.generate_api_key(app_settings.API_KEY_PREFIX, b"unused").key
+        out(f"curl -s -i -H 'Authorization: Api-Key {unknown}' {base_url}/api/whoami/")
+        out("# 401: a mistyped key: the checksum fails, refused without a database lookup")
         bad = key[:-8] + ("A" if key[-8] != "A" else "B") + key[-7:]
         out(f"curl -s -i -H 'Authorization: Api-Key {bad}' {base_url}/api/whoami/")
         out("# 401: no key")
