@@ -30,6 +30,7 @@ class AbstractApiKey(AbstractCredential):
 
     credential_kind: ClassVar[str] = "api_key"
     lookup_field: ClassVar[str] = "lookup_id"
+    secret_name: ClassVar[str] = "key"  # noqa: S105 (a label, not a secret)
 
     lookup_id = models.CharField(_("lookup id"), max_length=12, unique=True, editable=False)
     secret_hash = models.CharField(_("secret hash"), max_length=64, editable=False)
@@ -112,7 +113,8 @@ class AuditEvent(models.Model):
         indexes = [
             models.Index(fields=["-at"], name="apiauth_audit_at"),
             models.Index(fields=["scheme", "-at"], name="apiauth_audit_scheme"),
-            models.Index(fields=["outcome", "reason", "-at"], name="apiauth_audit_outcome"),
+            models.Index(fields=["outcome", "-at"], name="apiauth_audit_outcome"),
+            models.Index(fields=["outcome", "reason", "-at"], name="apiauth_audit_reason"),
             models.Index(fields=["user", "-at"], name="apiauth_audit_user"),
             models.Index(fields=["credential_id", "-at"], name="apiauth_audit_credential"),
             models.Index(fields=["ip", "-at"], name="apiauth_audit_ip"),

@@ -25,7 +25,7 @@ class LifecycleError(ValueError):
 
 
 def _audit(event: str, credential: AbstractCredential, reason: str, actor: Any,
-           detail: dict[str, Any] | None = None) -> None:
+           detail: dict[str, Any] | None = None, via: str | None = None) -> None:
     audit.record(
         event=event,
         scheme=credential.credential_kind,
@@ -33,11 +33,16 @@ def _audit(event: str, credential: AbstractCredential, reason: str, actor: Any,
         reason=reason,
         user=credential.owner,
         credential_id=credential.public_id,
-        detail={"actor": actor.get_username() if actor is not None else None, **(detail or {})},
+        detail={
+            "actor": actor.get_username() if actor is not None else None,
+            **({"via": via} if via else {}),
+            **(detail or {}),
+        },
     )
 
 
-def issue(model: type[C], *, actor: Any = None, **fields: Any) -> tuple[C, str]:
+def issue(model: type[C], *, actor: Any = None, via: str | None = None,
+          **fields: Any) -> tuple[C, str]:
     """Create a credential of ``model`` and return it with its one-time secret.
 
     ``model.generate_secret(credential)`` fills the credential's secret fields
@@ -48,13 +53,13 @@ def issue(model: type[C], *, actor: Any = None, **fields: Any) -> tuple[C, str]:
         secret = credential.generate_secret()  # type: ignore[attr-defined]
         credential.full_clean()
         credential.save()
-        _audit("credential.issued", credential, reasons.ISSUED, actor)
+        _audit("credential.issued", credential, reasons.ISSUED, actor, via=via)
     signals.credential_issued.send(sender=model, credential=credential, actor=actor)
     return credential, secret
 
 
 def rotate(credential: C, *, grace: timedelta | None = None, actor: Any = None,
-           now: datetime | None = None) -> tuple[C, str]:
+           now: datetime | None = None, via: str | None = None) -> tuple[C, str]:
     """Issue a successor with the same owner, scopes and allow-list.
 
     The predecessor keeps working until ``now + grace`` (never longer than it
@@ -68,6 +73,15 @@ def rotate(credential: C, *, grace: timedelta | None = None, actor: Any = None,
     if credential.expires_at is not None and credential.expires_at <= now:
         raise LifecycleError("An expired credential cannot be rotated.")
     model = type(credential)
+    successor_ids = list(
+        model._default_manager.filter(rotated_from=credential).values_list(model.lookup_field, flat=True)
+    )
+    if successor_ids:
+        # A second rotation during the grace would fork the chain and derive the
+        # new lifetime from the shortened expiry; rotate the successor instead.
+        raise LifecycleError(
+            f"This credential was already rotated; rotate its successor {successor_ids[0]} instead."
+        )
     grace_until = now + grace
     lifetime = (
         credential.expires_at - credential.created_at if credential.expires_at is not None else None
@@ -89,12 +103,13 @@ def rotate(credential: C, *, grace: timedelta | None = None, actor: Any = None,
         if credential.expires_at is None or credential.expires_at > grace_until:
             credential.expires_at = grace_until
             credential.save(update_fields=["expires_at"])
+        grace_until = credential.expires_at  # what actually applies
         _audit(
             "credential.rotated", credential, reasons.ROTATED, actor,
-            {"successor": successor.public_id, "grace_until": grace_until.isoformat()},
+            {"successor": successor.public_id, "grace_until": grace_until.isoformat()}, via=via,
         )
         _audit("credential.issued", successor, reasons.ISSUED, actor,
-               {"rotated_from": credential.public_id})
+               {"rotated_from": credential.public_id}, via=via)
     signals.credential_rotated.send(
         sender=model, credential=credential, successor=successor, grace_until=grace_until,
         actor=actor,
@@ -103,7 +118,7 @@ def rotate(credential: C, *, grace: timedelta | None = None, actor: Any = None,
 
 
 def revoke(credential: AbstractCredential, *, reason: str, actor: Any = None,
-           now: datetime | None = None) -> None:
+           now: datetime | None = None, via: str | None = None) -> None:
     """Revoke at once and for good. ``reason`` is required and recorded."""
     reason = (reason or "").strip()
     if not reason:
@@ -117,7 +132,7 @@ def revoke(credential: AbstractCredential, *, reason: str, actor: Any = None,
         credential.revoked_reason = audit.sanitise(reason, 200)
         credential.save(update_fields=["revoked_at", "revoked_reason"])
         _audit("credential.revoked", credential, reasons.REVOKED_BY_OPERATOR, actor,
-               {"reason": credential.revoked_reason})
+               {"reason": credential.revoked_reason}, via=via)
     signals.credential_revoked.send(
         sender=model, credential=credential, reason=credential.revoked_reason, actor=actor
     )

@@ -78,6 +78,8 @@ class AbstractCredential(models.Model):
 
     credential_kind: ClassVar[str] = ""
     lookup_field: ClassVar[str] = "id"
+    #: What the one-time secret is called in output (``"key"`` for API keys).
+    secret_name: ClassVar[str] = "secret"  # noqa: S105 (a label, not a secret)
 
     owner = models.ForeignKey(
         settings.AUTH_USER_MODEL,

@@ -113,3 +113,23 @@ def test_revoke_signal(api_key):
     finally:
         signals.credential_revoked.disconnect(dispatch_uid="t2")
     assert received[0]["reason"] == "r"
+
+
+def test_second_rotation_during_grace_is_refused(make_api_key):
+    """Rotating twice would fork the chain and shorten the successor's lifetime."""
+    old, _ = make_api_key()
+    new, _ = lifecycle.rotate(old, grace=timedelta(hours=1))
+    with pytest.raises(lifecycle.LifecycleError, match=new.lookup_id):
+        lifecycle.rotate(old)
+    assert new.expires_at is None
+    newer, _ = lifecycle.rotate(new)
+    assert newer.expires_at is None
+
+
+def test_rotation_audit_records_the_grace_that_applies(make_api_key):
+    soon = timezone.now() + timedelta(minutes=5)
+    old, _ = make_api_key(expires_at=soon)
+    lifecycle.rotate(old, grace=timedelta(days=1), via="cli")
+    row = AuditEvent.objects.get(event="credential.rotated")
+    assert row.detail["grace_until"] == soon.isoformat()
+    assert row.detail["via"] == "cli"

@@ -1,6 +1,7 @@
 """`make demo` prints curl lines; each must behave as its comment says."""
 
 import io
+import itertools
 import re
 import shlex
 from urllib.parse import urlsplit
@@ -40,7 +41,7 @@ def test_printed_curl_lines_behave_as_printed(client):
     output = demo_output()
     lines = output.splitlines()
     checked = 0
-    for comment, line in zip(lines, lines[1:], strict=False):
+    for comment, line in itertools.pairwise(lines):
         if line.startswith("curl "):
             expected = int(re.match(r"# (\d{3})", comment).group(1))
             response = run_curl(client, line)
