@@ -48,9 +48,10 @@ class Command(ApiAuthCommand):
         try:
             successor, secret = lifecycle.rotate(credential, grace=grace, via="cli")
         except lifecycle.LifecycleError as exc:
-            raise CommandError(
-                f"{exc} Issue a new {credential.credential_kind} credential instead."
-            ) from None
+            hint = "" if "successor" in str(exc) else (
+                f" Issue a new {credential.credential_kind} credential instead."
+            )
+            raise CommandError(f"{exc}{hint}") from None
         except ValidationError as exc:
             raise CommandError(validation_message(exc, {})) from None
 
