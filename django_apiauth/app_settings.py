@@ -94,6 +94,29 @@ class AppSettings:
     def WWW_AUTHENTICATE_REALM(self) -> str:
         return str(self._setting("WWW_AUTHENTICATE_REALM", "api"))
 
+    # -- HTTP message signatures (RFC 9421) -------------------------------
+
+    @property
+    def SIGNATURE_MAX_SKEW(self) -> int:
+        """Seconds a signature's ``created`` may differ from the server clock (300)."""
+        return int(self._setting("SIGNATURE_MAX_SKEW", 300))
+
+    @property
+    def SIGNATURE_REQUIRE_NONCE(self) -> bool:
+        """Require a ``nonce`` parameter in every signature (default ``False``; the
+        signature value itself is never accepted twice within the window)."""
+        return bool(self._setting("SIGNATURE_REQUIRE_NONCE", False))
+
+    @property
+    def SIGNATURE_MAX_HEADER_LENGTH(self) -> int:
+        """Longest ``Signature`` / ``Signature-Input`` value accepted (8192 bytes)."""
+        return int(self._setting("SIGNATURE_MAX_HEADER_LENGTH", 8192))
+
+    @property
+    def REPLAY_CACHE(self) -> str:
+        """Cache alias of the replay store (``default``; Redis in production)."""
+        return str(self._setting("REPLAY_CACHE", "default"))
+
     # -- audit -------------------------------------------------------------
 
     @property

@@ -10,12 +10,13 @@ from __future__ import annotations
 from typing import ClassVar
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from .app_settings import app_settings
-from .core import crypto
+from .core import crypto, encryption, signing
 from .core.models import AbstractCredential, CredentialQuerySet
 
 
@@ -54,6 +55,96 @@ class ApiKey(AbstractApiKey):
     class Meta(AbstractApiKey.Meta):
         ordering = ("-created_at",)
         indexes = [models.Index(fields=["owner", "-created_at"], name="apiauth_apikey_owner")]
+
+
+class AbstractHmacSecret(AbstractCredential):
+    """A request-signing credential for RFC 9421 HTTP Message Signatures (DESIGN §3).
+
+    * ``key_id``: public ``keyid`` clients put in ``Signature-Input``.
+    * ``algorithm``: ``hmac-sha256`` (shared secret) or, so the server stores
+      nothing secret at all, ``ed25519`` / ``ecdsa-p256-sha256`` (RFC 9421 §3.3).
+    * ``secret_encrypted``: the HMAC key, AES-256-GCM encrypted at rest
+      (:mod:`django_apiauth.core.encryption`), bound to this ``key_id``. The
+      server must read it back to verify, so it cannot be hashed.
+    * ``public_key``: PEM public key for the asymmetric algorithms.
+    """
+
+    HMAC_SHA256 = "hmac-sha256"
+    ED25519 = "ed25519"
+    ECDSA_P256_SHA256 = "ecdsa-p256-sha256"
+    ALGORITHMS = (
+        (HMAC_SHA256, _("HMAC-SHA256 (shared secret)")),
+        (ED25519, _("Ed25519 (registered public key)")),
+        (ECDSA_P256_SHA256, _("ECDSA P-256 SHA-256 (registered public key)")),
+    )
+    ASYMMETRIC = frozenset({ED25519, ECDSA_P256_SHA256})
+
+    credential_kind: ClassVar[str] = "hmac"
+    lookup_field: ClassVar[str] = "key_id"
+    encrypted_fields: ClassVar[tuple[str, ...]] = ("secret_encrypted",)
+
+    key_id = models.CharField(_("key id"), max_length=32, unique=True, editable=False)
+    algorithm = models.CharField(
+        _("algorithm"), max_length=32, choices=ALGORITHMS, default=HMAC_SHA256
+    )
+    secret_encrypted = models.TextField(_("encrypted secret"), blank=True, default="", editable=False)
+    public_key = models.TextField(
+        _("public key"), blank=True, default="",
+        help_text=_("PEM public key, for the Ed25519 and ECDSA P-256 algorithms only."),
+    )
+
+    class Meta(AbstractCredential.Meta):
+        abstract = True
+        verbose_name = _("HTTP signature key")
+        verbose_name_plural = _("HTTP signature keys")
+
+    def encryption_context(self, field: str) -> str:
+        return f"django_apiauth.hmac:{self.key_id}:{field}"
+
+    def generate_secret(self) -> str:
+        """Assign a ``key_id``; for HMAC, create and encrypt the secret and return it.
+
+        The printed secret string, as UTF-8 bytes, is the HMAC key (DESIGN §6).
+        Asymmetric credentials have no secret on the server: returns ``""``.
+        """
+        self.key_id = "hk_" + crypto.random_base62(16)
+        if self.algorithm in self.ASYMMETRIC:
+            self.secret_encrypted = ""
+            return ""
+        secret = crypto.random_base62(43)  # 256 bits
+        self.secret_encrypted = encryption.encrypt(
+            secret.encode(), self.encryption_context("secret_encrypted")
+        )
+        return secret
+
+    def successor_fields(self) -> dict[str, object]:
+        return {"algorithm": self.algorithm, "public_key": self.public_key}
+
+    def clean(self) -> None:
+        super().clean()
+        if self.algorithm in self.ASYMMETRIC:
+            if not self.public_key.strip():
+                raise ValidationError({"public_key": _("This algorithm needs the client's public key.")})
+            try:
+                signing.load_public_key(self.public_key, self.algorithm)
+            except ValueError as exc:
+                raise ValidationError({"public_key": str(exc)}) from None
+        elif self.public_key.strip():
+            raise ValidationError({"public_key": _("HMAC keys are shared secrets: leave this empty.")})
+
+    def verification_key(self) -> object:
+        """The key that verifies this credential's signatures (decrypted or loaded)."""
+        if self.algorithm in self.ASYMMETRIC:
+            return signing.load_public_key(self.public_key, self.algorithm)
+        return encryption.decrypt(self.secret_encrypted, self.encryption_context("secret_encrypted"))
+
+
+class HmacSecret(AbstractHmacSecret):
+    objects = CredentialQuerySet.as_manager()
+
+    class Meta(AbstractHmacSecret.Meta):
+        ordering = ("-created_at",)
+        indexes = [models.Index(fields=["owner", "-created_at"], name="apiauth_hmac_owner")]
 
 
 class AuditEventQuerySet(models.QuerySet):

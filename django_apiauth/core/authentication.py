@@ -64,13 +64,20 @@ class NotAuthenticated(CodedError, exceptions.NotAuthenticated):
     default_code = "not_authenticated"
 
 
+class DependencyUnavailable(Exception):
+    """A service needed to decide (cache, replay store, JWKS) is down: answer 503."""
+
+
 class Refused(Exception):
     """Internal: an attempt that must be refused, with its audit reason."""
 
     def __init__(self, reason: str, *, credential: Any = None, credential_id: str = "",
-                 detail: dict[str, Any] | None = None) -> None:
+                 detail: dict[str, Any] | None = None, client_message: str | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
+        #: Safe, specific advice for the client (format problems only: never
+        #: whether a credential exists, is revoked or has a wrong secret).
+        self.client_message = client_message
         self.credential = credential
         self.credential_id = credential_id
         self.detail = detail or {}
@@ -99,6 +106,17 @@ CLIENT_ERRORS: dict[str, tuple[str, Any]] = {
         "credential_in_query",
         _("Credentials are not accepted in the URL. Send them in a header."),
     ),
+    reasons.CLOCK_SKEW: (
+        "clock_skew",
+        _("The signature's created time is too far from the server's clock."),
+    ),
+    reasons.SIGNATURE_EXPIRED: ("signature_expired", _("The signature has expired.")),
+    reasons.REPLAYED: ("replayed", _("This request was already received.")),
+    reasons.MISSING_COMPONENTS: (
+        "missing_components", _("The signature does not cover the required components."),
+    ),
+    reasons.BAD_DIGEST: ("bad_digest", _("Content-Digest does not match the request body.")),
+    reasons.DISALLOWED_ALGORITHM: ("disallowed_algorithm", _("This algorithm is not accepted.")),
 }
 
 
@@ -131,6 +149,8 @@ class ApiAuthentication(BaseAuthentication):
             credential_id=credential_id,
         )
         code, message = CLIENT_ERRORS.get(refused.reason, GENERIC)
+        if refused.client_message and code != GENERIC[0]:
+            message = refused.client_message
         raise AuthenticationFailed(message, code)
 
     def succeed(self, request: HttpRequest, user: Any, principal: Principal, now: Any) -> None:
@@ -152,13 +172,20 @@ class CredentialAuthentication(ApiAuthentication):
     """Base class for schemes backed by a stored credential model."""
 
     model: ClassVar[type[AbstractCredential]]
+    #: Reason recorded when :meth:`verify` returns False.
+    bad_proof_reason: ClassVar[str] = reasons.BAD_SECRET
 
     def extract(self, request: HttpRequest) -> Presented | None:  # pragma: no cover
         raise NotImplementedError
 
     def verify(self, request: HttpRequest, presented: Presented,
                credential: AbstractCredential | None) -> bool:  # pragma: no cover
-        """Check the proof. Must do the same work when ``credential`` is None."""
+        """Check the proof. Must do the same work when ``credential`` is None.
+
+        Return False for a wrong proof (audited as ``bad_proof_reason``), or raise
+        :class:`Refused` with a more precise reason, or
+        :class:`DependencyUnavailable` when a store needed to decide is down.
+        """
         raise NotImplementedError
 
     def get_scopes(self, credential: AbstractCredential, presented: Presented) -> frozenset[str]:
@@ -175,11 +202,19 @@ class CredentialAuthentication(ApiAuthentication):
         credential: AbstractCredential | None = None
         try:
             credential = lookup(self.model, presented.lookup_value)
-            proof_ok = self.verify(request, presented, credential)
+            try:
+                proof_ok = self.verify(request, presented, credential)
+            except Refused as refused:
+                if credential is None:
+                    raise Refused(
+                        reasons.UNKNOWN_CREDENTIAL, credential_id=presented.lookup_value
+                    ) from None
+                refused.credential = credential
+                raise
             if credential is None:
                 raise Refused(reasons.UNKNOWN_CREDENTIAL, credential_id=presented.lookup_value)
             if not proof_ok:
-                raise Refused(reasons.BAD_SECRET, credential=credential)
+                raise Refused(self.bad_proof_reason, credential=credential)
             owner = credential.owner
             reason = unusable_reason(credential, now, client_ip(request), owner.is_active)
             if reason is not None:
@@ -187,7 +222,7 @@ class CredentialAuthentication(ApiAuthentication):
             touch_last_used(credential, now, client_ip(request))
         except Refused as refused:
             self.refuse(request, refused, now=now)
-        except DatabaseError:
+        except (DatabaseError, DependencyUnavailable):
             self._unavailable(request, presented, now)
         principal = Principal(
             scheme=self.scheme,

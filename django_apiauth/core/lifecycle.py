@@ -59,12 +59,14 @@ def issue(model: type[C], *, actor: Any = None, via: str | None = None,
 
 
 def rotate(credential: C, *, grace: timedelta | None = None, actor: Any = None,
-           now: datetime | None = None, via: str | None = None) -> tuple[C, str]:
+           now: datetime | None = None, via: str | None = None,
+           **successor_fields: Any) -> tuple[C, str]:
     """Issue a successor with the same owner, scopes and allow-list.
 
     The predecessor keeps working until ``now + grace`` (never longer than it
     would have anyway), then expires. The successor keeps the predecessor's
-    lifetime if it had one.
+    lifetime if it had one. ``successor_fields`` override what the successor
+    copies (e.g. the new public key of an asymmetric signing credential).
     """
     now = now or timezone.now()
     grace = app_settings.ROTATION_GRACE if grace is None else grace
@@ -96,6 +98,7 @@ def rotate(credential: C, *, grace: timedelta | None = None, actor: Any = None,
             expires_at=now + lifetime if lifetime is not None else None,
             rotated_from=credential,
             created_at=now,
+            **{**credential.successor_fields(), **successor_fields},
         )
         secret = successor.generate_secret()  # type: ignore[attr-defined]
         successor.full_clean()

@@ -130,6 +130,10 @@ class AbstractCredential(models.Model):
     def scope_set(self) -> frozenset[str]:
         return frozenset(self.scopes.split())
 
+    def successor_fields(self) -> dict[str, Any]:
+        """Extra fields a rotation copies to the successor (beyond the common ones)."""
+        return {}
+
     def unusable_reason(self, now: datetime, ip: str | None, owner_active: bool) -> str | None:
         return unusable_reason(self, now, ip, owner_active)
 

@@ -134,6 +134,7 @@ LOGIN_URL = "/admin/login/"
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "django_apiauth.schemes.api_key.ApiKeyAuthentication",
+        "django_apiauth.schemes.http_signature.HttpSignatureAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["django_apiauth.permissions.HasScopes"],
 }

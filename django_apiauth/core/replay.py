@@ -1,0 +1,28 @@
+"""Replay store: remember a value once for a window, in the shared cache.
+
+``cache.add`` is atomic in every Django backend that matters here (Redis
+``SET NX``, local memory under a lock), so two concurrent requests carrying
+the same nonce cannot both win. The cache being unreachable raises
+:class:`~django_apiauth.core.authentication.DependencyUnavailable`: the
+request is refused with 503, never accepted unchecked.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from django.core.cache import caches
+
+from ..app_settings import app_settings
+from .authentication import DependencyUnavailable
+
+
+def first_use(namespace: str, value: str | bytes, ttl_seconds: int) -> bool:
+    """True the first time ``value`` is seen in ``namespace`` within ``ttl_seconds``."""
+    raw = value.encode() if isinstance(value, str) else value
+    digest = hashlib.sha256(namespace.encode() + b"\0" + raw).hexdigest()
+    try:
+        cache = caches[app_settings.REPLAY_CACHE]
+        return bool(cache.add(f"apiauth:replay:{digest}", 1, timeout=max(1, ttl_seconds)))
+    except Exception as exc:  # any backend error: fail closed
+        raise DependencyUnavailable(type(exc).__name__) from None
