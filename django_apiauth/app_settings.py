@@ -120,6 +120,18 @@ class AppSettings:
     # -- audit -------------------------------------------------------------
 
     @property
+    def AUDIT_DATABASE(self) -> str | None:
+        """Database alias audit rows are written to (default: the router's choice).
+
+        With ``ATOMIC_REQUESTS``, DRF rolls back the request's transaction when
+        it answers an error, taking the failure's audit row with it. Point this
+        at a second alias for the same database without ``ATOMIC_REQUESTS`` so
+        audit rows commit on their own (check ``apiauth.W004``).
+        """
+        value = self._setting("AUDIT_DATABASE", None)
+        return str(value) if value else None
+
+    @property
     def AUDIT_SUCCESS(self) -> bool:
         """Record successful attempts too (default ``True``)."""
         return bool(self._setting("AUDIT_SUCCESS", True))

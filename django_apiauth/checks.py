@@ -77,4 +77,22 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
             hint="List your real host names in ALLOWED_HOSTS.",
             id="apiauth.W003",
         ))
+    audit_alias = app_settings.AUDIT_DATABASE or _audit_alias()
+    if settings.DATABASES.get(audit_alias, {}).get("ATOMIC_REQUESTS"):
+        errors.append(Warning(
+            f"Database {audit_alias!r} has ATOMIC_REQUESTS = True: when DRF answers an error it "
+            "rolls the request's transaction back, and the audit row of a refused "
+            "authentication with it.",
+            hint="Add a second alias for the same database without ATOMIC_REQUESTS and set "
+            "APIAUTH_AUDIT_DATABASE to it (on PostgreSQL; SQLite allows one writer).",
+            id="apiauth.W004",
+        ))
     return errors
+
+
+def _audit_alias() -> str:
+    from django.db import router
+
+    from .models import AuditEvent
+
+    return router.db_for_write(AuditEvent)

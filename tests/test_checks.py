@@ -43,3 +43,11 @@ def test_plaintext_http_in_production():
 
 def test_wildcard_hosts_in_production():
     assert "apiauth.W003" in ids(DEBUG=False, ALLOWED_HOSTS=["*"])
+
+
+def test_atomic_requests_loses_audit_rows_warning():
+    from django.conf import settings
+
+    databases = {"default": {**settings.DATABASES["default"], "ATOMIC_REQUESTS": True}}
+    assert "apiauth.W004" in ids(DATABASES=databases)
+    assert "apiauth.W004" not in ids()

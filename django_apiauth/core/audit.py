@@ -140,7 +140,7 @@ def record(
         "request_id": sanitise(request_id, 128),
         "detail": clean_detail(detail),
     }
-    alias = router.db_for_write(AuditEvent)
+    alias = app_settings.AUDIT_DATABASE or router.db_for_write(AuditEvent)
     connection = connections[alias]
     try:
         compiled = _compiled(connection)
