@@ -55,7 +55,7 @@ from .app_settings import app_settings
 from .core import lifecycle, reasons
 from .core.durations import format_duration, parse_duration
 from .core.models import AbstractCredential, CredentialQuerySet
-from .models import ApiKey, AuditEvent
+from .models import ApiKey, AuditEvent, HmacSecret
 
 #: Display names of the states a credential can be in, as shown in the list.
 EXPIRING = "expiring"
@@ -292,7 +292,8 @@ class CredentialAdmin(admin.ModelAdmin):
             # lifecycle fields (revoked_at, expires_at set by a rotation,
             # last_used_at) that may have changed since the object was read.
             allowed = () if obj.revoked_at is not None else self.editable_fields
-            obj.save(update_fields=[f for f in form.changed_data if f in allowed])
+            changes = {f: getattr(obj, f) for f in form.changed_data if f in allowed}
+            lifecycle.update(obj, changes=changes, actor=request.user, via="admin")
             return
         model_fields = {f.name for f in obj._meta.concrete_fields}
         fields = {name: getattr(obj, name) for name in form.fields if name in model_fields}
@@ -495,6 +496,14 @@ def _valid_ip(value: str) -> str | None:
 @admin.register(ApiKey)
 class ApiKeyAdmin(CredentialAdmin):
     identity_fields = ("lookup_id",)
+
+
+@admin.register(HmacSecret)
+class HmacSecretAdmin(CredentialAdmin):
+    """HTTP signature keys: an HMAC secret is shown once; a public key is registered."""
+
+    identity_fields = ("key_id", "algorithm")
+    add_fields = (*CredentialAdmin.add_fields, "algorithm", "public_key")
 
 
 # -- audit admin ------------------------------------------------------------------

@@ -1,9 +1,14 @@
 """Settings of django-apiauth.
 
-Every setting is read from ``django.conf.settings`` with the ``APIAUTH_`` prefix
-on each access, so ``override_settings`` works in tests and nothing is written
-into ``django.conf.settings`` at import time. Defaults are documented on each
-property and in ``docs/settings.md``.
+Every setting is read from ``django.conf.settings`` with the ``APIAUTH_`` prefix,
+and nothing is written into ``django.conf.settings`` at import time. Defaults
+are documented on each property and in ``docs/settings.md``.
+
+Reading a *missing* attribute of ``django.conf.settings`` costs an exception
+(several microseconds), and the authentication path reads several settings per
+request; so raw values are memoised, and the memo is emptied by Django's
+``setting_changed`` signal, which ``override_settings`` sends: tests and
+runtime overrides see new values at once, as if read on each access.
 """
 
 from __future__ import annotations
@@ -14,13 +19,20 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 
 
 class AppSettings:
     prefix = "APIAUTH_"
 
     def _setting(self, name: str, default: Any) -> Any:
-        return getattr(settings, self.prefix + name, default)
+        key = self.prefix + name
+        try:
+            value = _MEMO[key]
+        except KeyError:
+            value = _MEMO[key] = getattr(settings, key, _MISSING)
+        return default if value is _MISSING else value
 
     # -- secrets -----------------------------------------------------------
 
@@ -151,5 +163,13 @@ def _derive_pepper(secret_key: str) -> bytes:
 
 
 _PEPPER_CACHE: dict[str, bytes] = {}
+_MISSING = object()
+_MEMO: dict[str, Any] = {}
+
+
+@receiver(setting_changed)
+def _forget(**kwargs: Any) -> None:
+    _MEMO.clear()
+
 
 app_settings = AppSettings()

@@ -9,4 +9,11 @@ class ApiAuthConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        from django.db.models.signals import pre_delete
+
         from . import checks  # noqa: F401  (registers the system checks)
+        from .core.lifecycle import audit_deletion
+        from .core.registry import credential_models
+
+        for model in credential_models().values():
+            pre_delete.connect(audit_deletion, sender=model, dispatch_uid=f"apiauth-delete-{model.__name__}")

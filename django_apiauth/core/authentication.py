@@ -116,7 +116,6 @@ CLIENT_ERRORS: dict[str, tuple[str, Any]] = {
         "missing_components", _("The signature does not cover the required components."),
     ),
     reasons.BAD_DIGEST: ("bad_digest", _("Content-Digest does not match the request body.")),
-    reasons.DISALLOWED_ALGORITHM: ("disallowed_algorithm", _("This algorithm is not accepted.")),
 }
 
 
@@ -128,11 +127,32 @@ class ApiAuthentication(BaseAuthentication):
     scheme: ClassVar[str] = ""
     www_authenticate_scheme: ClassVar[str] = ""
 
-    def authenticate_header(self, request: HttpRequest) -> str:
+    def challenge(self, request: HttpRequest) -> str:
+        """This scheme's ``WWW-Authenticate`` challenge (RFC 9110 §11.6.1)."""
         return f'{self.www_authenticate_scheme} realm="{app_settings.WWW_AUTHENTICATE_REALM}"'
+
+    def authenticate_header(self, request: Any) -> str:
+        """DRF asks only the view's *first* authentication class for the header.
+
+        So answer for all of them: the challenge of the scheme that refused the
+        request when one did, else every django-apiauth scheme the view accepts
+        (RFC 9110 allows several challenges in one header).
+        """
+        refused_by = getattr(request, "_apiauth_challenge", None)
+        if refused_by:
+            return refused_by  # type: ignore[no-any-return]
+        challenges = [
+            a.challenge(request) for a in getattr(request, "authenticators", None) or ()
+            if isinstance(a, ApiAuthentication)
+        ]
+        return ", ".join(dict.fromkeys(challenges)) or self.challenge(request)
 
     def refuse(self, request: HttpRequest, refused: Refused, *, now: Any = None) -> None:
         """Audit a refusal and raise the client-facing error."""
+        try:
+            request._apiauth_challenge = self.challenge(request)  # type: ignore[attr-defined]
+        except AttributeError:  # pragma: no cover - exotic request objects
+            pass
         credential = refused.credential
         user = getattr(credential, "owner", None) if credential is not None else None
         credential_id = credential.public_id if credential is not None else refused.credential_id

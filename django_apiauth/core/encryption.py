@@ -97,7 +97,7 @@ def decrypt(token: str, context: str) -> bytes:
         if candidate_id == key_id:
             try:
                 return cipher.decrypt(raw[:12], raw[12:], context.encode())
-            except InvalidTag:
+            except (InvalidTag, ValueError):  # ValueError: too short for nonce + tag
                 raise DecryptionError("Ciphertext does not authenticate.") from None
     raise DecryptionError(
         "No configured key can decrypt this value: was its key removed from "

@@ -141,6 +141,40 @@ def revoke(credential: AbstractCredential, *, reason: str, actor: Any = None,
     )
 
 
+#: Fields an operator may change on an issued credential (never secrets,
+#: identity or lifecycle fields: rotate or revoke for those).
+EDITABLE_FIELDS = ("name", "scopes", "allowed_ips", "expires_at", "not_before")
+
+
+def update(credential: AbstractCredential, *, changes: dict[str, Any], actor: Any = None,
+           via: str | None = None) -> None:
+    """Change editable fields of a live credential; audited as ``changed``."""
+    forbidden = sorted(set(changes) - set(EDITABLE_FIELDS))
+    if forbidden:
+        raise LifecycleError(f"These fields cannot be changed: {', '.join(forbidden)}; rotate instead.")
+    if not changes:
+        return
+    if credential.revoked_at is not None:
+        raise LifecycleError("A revoked credential cannot be changed.")
+    for name, value in changes.items():
+        setattr(credential, name, value)
+    credential.full_clean()
+    with transaction.atomic(using=router_for(type(credential))):
+        credential.save(update_fields=list(changes))
+        _audit("credential.changed", credential, reasons.CHANGED, actor, {
+            "changed": {
+                name: value.isoformat() if isinstance(value, datetime) else value
+                for name, value in changes.items()
+            },
+        }, via=via)
+
+
+def audit_deletion(sender: type[AbstractCredential], instance: AbstractCredential,
+                   **kwargs: Any) -> None:
+    """``pre_delete`` receiver: deleting a credential (admin, shell, user cascade) is audited."""
+    _audit("credential.deleted", instance, reasons.DELETED, None)
+
+
 def router_for(model: type[AbstractCredential]) -> str:
     from django.db import router
 

@@ -4,7 +4,8 @@ The ORM's per-query Python cost (queryset cloning, SQL compilation, model
 iteration) is several times the cost of the database round trip for a
 primary-key-like lookup. So the SELECT for ``Model.objects.select_related(
 "owner").filter(<lookup_field>=…)`` is compiled by the ORM *once per database
-connection*, then executed with a plain cursor; rows are turned into model
+connection*, then executed as a :class:`~django_apiauth.core.sql.Statement`;
+rows are turned into model
 instances with the ORM's own converters and ``Model.from_db``. The result is
 exactly what the ORM would return, at a fraction of the cost. Nothing is
 cached between requests except the SQL text, so a revocation takes effect on
@@ -21,6 +22,7 @@ from django.db.models import Model, Q
 
 from ..app_settings import app_settings
 from .models import AbstractCredential
+from .sql import Statement
 
 C = TypeVar("C", bound=AbstractCredential)
 
@@ -36,7 +38,7 @@ class _CompiledLookup:
         "owner_fields",
         "owner_model",
         "owner_slice",
-        "sql",
+        "statement",
     )
 
     def __init__(self, model: type[AbstractCredential], field: str, alias: str) -> None:
@@ -47,7 +49,7 @@ class _CompiledLookup:
         sql, params = compiler.as_sql()
         if list(params) != [_PLACEHOLDER]:  # pragma: no cover - defensive
             raise RuntimeError(f"Cannot compile the lookup of {model.__name__}.{field}.")
-        self.sql = sql
+        self.statement = Statement(connections[alias], sql)
         select = compiler.select
         klass_info = compiler.klass_info
         if klass_info is None:  # pragma: no cover - defensive
@@ -90,9 +92,7 @@ def lookup(model: type[C], value: str, field: str | None = None) -> C | None:
     alias = router.db_for_read(model)
     compiled = _compiled(model, field, alias)
     connection = connections[alias]
-    with connection.cursor() as cursor:
-        cursor.execute(compiled.sql, (value,))
-        row: Any = cursor.fetchone()
+    row: Any = compiled.statement.execute(connection, (value,), fetchone=True)
     if row is None:
         return None
     if compiled.converters:

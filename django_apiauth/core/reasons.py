@@ -36,6 +36,8 @@ SERVICE_UNAVAILABLE = "service_unavailable"
 # lifecycle events
 ISSUED = "issued"
 ROTATED = "rotated"
+CHANGED = "changed"
+DELETED = "deleted"
 REVOKED_BY_OPERATOR = "revoked"
 
 ALL = frozenset(

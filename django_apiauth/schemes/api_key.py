@@ -34,9 +34,8 @@ class ApiKeyAuthentication(CredentialAuthentication):
     scheme: ClassVar[str] = "api_key"
     model: ClassVar[type[AbstractCredential]] = ApiKey
 
-    @property
-    def www_authenticate_scheme(self) -> str:  # type: ignore[override]
-        return app_settings.API_KEY_KEYWORD
+    def challenge(self, request: HttpRequest) -> str:
+        return f'{app_settings.API_KEY_KEYWORD} realm="{app_settings.WWW_AUTHENTICATE_REALM}"'
 
     @sensitive_variables("authorization", "header_key", "key", "value")
     def extract(self, request: HttpRequest) -> Presented | None:

@@ -19,6 +19,7 @@ Lookup, usability, last-used and audit are the core's.
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import timedelta
 from typing import Any, ClassVar
@@ -167,8 +168,7 @@ class HttpSignatureAuthentication(CredentialAuthentication):
                           ))
         return Presented(
             lookup_value=key_id,
-            proof={"label": label, "nonce": nonce, "alg": alg, "signature": signature,
-                   "body": body},
+            proof={"label": label, "nonce": nonce, "alg": alg, "body": body},
             claims={"label": label, "created": created, "covered": sorted(covered),
                     **({"nonce": True} if nonce else {})},
         )
@@ -180,10 +180,10 @@ class HttpSignatureAuthentication(CredentialAuthentication):
             # Same library work with a throwaway key: no timing oracle on key ids.
             algorithm, key = ALGORITHMS["hmac-sha256"], _DUMMY_KEY
         else:
-            name = credential.algorithm  # type: ignore[attr-defined]
-            if proof["alg"] is not None and proof["alg"] != name:
-                raise Refused(reasons.DISALLOWED_ALGORITHM, detail={"alg": proof["alg"]})
-            algorithm = ALGORITHMS[name]
+            # The credential's algorithm, never the client's (§7.3.6). A client
+            # naming another one fails verification like a wrong signature,
+            # after the same work, so a mismatch does not reveal the key id.
+            algorithm = ALGORITHMS[credential.algorithm]  # type: ignore[attr-defined]
             try:
                 key = credential.verification_key()  # type: ignore[attr-defined]
             except DecryptionError:
@@ -193,8 +193,10 @@ class HttpSignatureAuthentication(CredentialAuthentication):
         verifier = HTTPMessageVerifier(signature_algorithm=algorithm, key_resolver=_FixedKey(key))
         verifier.max_clock_skew = timedelta(seconds=app_settings.SIGNATURE_MAX_SKEW)
         try:
-            verifier.verify(_Message(request), max_age=None, body=proof["body"])
+            [result] = verifier.verify(_Message(request), max_age=None, body=proof["body"])
         except InvalidSignature as exc:
+            if credential is not None and proof["alg"] not in (None, algorithm.algorithm_id):
+                raise Refused(reasons.DISALLOWED_ALGORITHM, detail={"alg": proof["alg"]}) from None
             if credential is not None and "Content-Digest" in str(exc):
                 raise Refused(reasons.BAD_DIGEST, client_message=(
                     "Content-Digest does not match the request body."
@@ -208,7 +210,14 @@ class HttpSignatureAuthentication(CredentialAuthentication):
         key_id = presented.lookup_value
         if proof["nonce"] is not None and not replay.first_use(f"nonce:{key_id}", proof["nonce"], window):
             raise Refused(reasons.REPLAYED, detail={"by": "nonce"})
-        if not replay.first_use("signature", proof["signature"], window):
+        # Keyed on what was signed (the signature base: covered values and
+        # parameters), not on the signature bytes or header: relabelling the
+        # header or re-encoding a malleable (ECDSA) signature is still a replay.
+        signed = json.dumps(
+            [sorted(result.covered_components.items()), sorted(result.parameters.items())],
+            default=str,
+        )
+        if not replay.first_use(f"signature:{key_id}", signed, window):
             raise Refused(reasons.REPLAYED, detail={"by": "signature"})
         return True
 

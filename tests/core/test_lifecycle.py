@@ -133,3 +133,26 @@ def test_rotation_audit_records_the_grace_that_applies(make_api_key):
     row = AuditEvent.objects.get(event="credential.rotated")
     assert row.detail["grace_until"] == soon.isoformat()
     assert row.detail["via"] == "cli"
+
+
+def test_update_is_audited_and_limited(api_key):
+    obj, _ = api_key
+    lifecycle.update(obj, changes={"scopes": "a b", "name": "renamed"}, via="admin")
+    obj.refresh_from_db()
+    assert (obj.scopes, obj.name) == ("a b", "renamed")
+    row = AuditEvent.objects.get(event="credential.changed")
+    assert row.reason == "changed"
+    assert row.detail["changed"] == {"scopes": "a b", "name": "renamed"}
+    with pytest.raises(lifecycle.LifecycleError):
+        lifecycle.update(obj, changes={"secret_hash": "0" * 64})
+    lifecycle.revoke(obj, reason="r")
+    with pytest.raises(lifecycle.LifecycleError):
+        lifecycle.update(obj, changes={"name": "again"})
+
+
+def test_deletion_is_audited(api_key, user):
+    obj, _ = api_key
+    lookup_id = obj.lookup_id
+    user.delete()  # cascades to the key
+    row = AuditEvent.objects.get(event="credential.deleted")
+    assert (row.credential_id, row.reason) == (lookup_id, "deleted")

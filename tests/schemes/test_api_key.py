@@ -93,7 +93,8 @@ def test_request_id_recorded(client, api_key):
 def test_missing_header(client):
     response = client.get(WHOAMI)
     assert response.status_code == 401
-    assert response["WWW-Authenticate"] == 'Api-Key realm="api"'
+    # No credential: every scheme the view accepts is offered (RFC 9110 §11.6.1).
+    assert response["WWW-Authenticate"] == 'Api-Key realm="api", Signature realm="api"'
     row = only_row()
     assert (row.event, row.outcome, row.reason) == ("authorize", "failure", "missing")
 
