@@ -1,0 +1,1 @@
+"""Benchmarks of django-apiauth (``make bench``); see ``benchmarks/README.md``."""

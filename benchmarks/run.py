@@ -1,0 +1,819 @@
+#!/usr/bin/env python
+"""django-apiauth benchmark (``make bench``; smoke run: ``python benchmarks/run.py --quick``).
+
+Part 1, per-request overhead: full Django + DRF requests driven in-process
+through Django's WSGI handler with a prebuilt environ, one process, variants
+interleaved (every round runs a batch of requests per variant, in shuffled
+order). Overhead = variant median - no-auth median.
+
+Part 2, lookup cost: ``ApiKeyAuthentication().authenticate()`` for the same
+key with 1, 10 000 and 1 000 000 API keys in the table (one database per
+size, sizes interleaved the same way).
+
+Prints a table and writes JSON to ``benchmarks/results/``. PASS/FAIL against
+the targets is information: the exit status is 0 whatever the verdicts. It is
+non-zero only when the benchmark cannot run at all (set-up broken, a variant
+not answering 200), which is what makes ``--quick`` a smoke test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import io
+import json
+import math
+import os
+import platform
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+RESULTS_DIR = ROOT / "benchmarks" / "results"
+
+TARGET_OVERHEAD_RATIO = 0.75
+TARGET_LOOKUP_RATIO = 1.2
+LOOKUP_SIZES = (1, 10_000, 1_000_000)
+
+BASELINE = "none"
+OURS = "ours"
+# name -> (label, URL slug). "ours_no_audit" is informational (not a target):
+# the same view with APIAUTH_AUDIT_SUCCESS=False for its batches, to show what
+# the success audit row costs.
+VARIANTS: dict[str, tuple[str, str]] = {
+    "none": ("no auth (AllowAny, no authentication) [baseline]", "none"),
+    "ours": ("django-apiauth ApiKey + HasScopes, audit row INCLUDED", "ours"),
+    "drf_api_key": ("djangorestframework-api-key HasAPIKey", "drf-api-key"),
+    "drf_token": ("DRF authtoken TokenAuthentication", "drf-token"),
+    "knox": ("django-rest-knox TokenAuthentication", "knox"),
+    "ours_no_audit": ("django-apiauth, AUDIT_SUCCESS=False (info)", "ours"),
+}
+
+
+# -- small helpers ------------------------------------------------------------------
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def percentile(sorted_values: list[int], q: float) -> float:
+    """Nearest-rank percentile of an already sorted list."""
+    if not sorted_values:
+        return float("nan")
+    rank = max(1, math.ceil(q / 100 * len(sorted_values)))
+    return float(sorted_values[rank - 1])
+
+
+def summarise(samples_ns: list[int]) -> dict[str, float]:
+    values = sorted(samples_ns)
+    return {
+        "n": len(values),
+        "median_us": statistics.median(values) / 1000,
+        "p99_us": percentile(values, 99) / 1000,
+        "mean_us": statistics.fmean(values) / 1000,
+        "min_us": values[0] / 1000,
+    }
+
+
+def ratio(numerator: float, denominator: float) -> float | None:
+    if denominator <= 0:
+        return None
+    return numerator / denominator
+
+
+def fmt_ratio(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def verdict(value: float | None, target: float) -> str:
+    if value is None:
+        return "FAIL (undefined: peer overhead <= 0)"
+    return "PASS" if value <= target else "FAIL"
+
+
+# -- Django set-up ------------------------------------------------------------------
+
+
+def lookup_alias(size: int) -> str:
+    return f"lookup_{size}"
+
+
+class Environment:
+    """Django configured on fresh databases, with one credential per library.
+
+    ``default`` holds the request benchmark's credentials (one per library);
+    each ``lookup_<size>`` database holds the same django-apiauth key (and its
+    owner) for the lookup benchmark, to be filled up to ``size`` keys.
+    """
+
+    def __init__(self, tmpdir: Path, lookup_sizes: list[int]) -> None:
+        import django
+        from django.conf import settings
+
+        from benchmarks import settings as bench_settings
+
+        self.lookup_aliases = {size: lookup_alias(size) for size in lookup_sizes}
+        config, self.db_description = bench_settings.build(tmpdir, list(self.lookup_aliases.values()))
+        settings.configure(**config)
+        django.setup()
+
+        from django.core.management import call_command
+        from django.db import connections
+
+        self.created: dict[str, str] = {}
+        for alias in ("default", *self.lookup_aliases.values()):
+            connection = connections[alias]
+            if connection.vendor == "sqlite":
+                call_command("migrate", database=alias, verbosity=0, interactive=False)
+            else:
+                self.created[alias] = connection.creation.create_test_db(
+                    verbosity=0, autoclobber=True, serialize=False
+                )
+        self.vendor = connections["default"].vendor
+        self._make_credentials()
+
+    def close(self) -> None:
+        from django.db import connections
+
+        for alias, old_name in self.created.items():
+            connections[alias].creation.destroy_test_db(old_name, verbosity=0)
+        connections.close_all()
+
+    def db_version(self) -> str:
+        from django.db import connection
+
+        with connection.cursor() as cursor:
+            if connection.vendor == "sqlite":
+                cursor.execute("SELECT sqlite_version()")
+            else:
+                cursor.execute("SELECT version()")
+            return str(cursor.fetchone()[0])
+
+    def _make_credentials(self) -> None:
+        from django.contrib.auth import get_user_model
+        from knox.models import AuthToken
+        from rest_framework.authtoken.models import Token
+        from rest_framework_api_key.models import APIKey
+
+        from benchmarks.views import BENCH_SCOPE
+        from django_apiauth.core import lifecycle
+        from django_apiauth.models import ApiKey
+
+        user_model = get_user_model()
+        user = user_model.objects.create_user(username="bench", password=None)
+        self.user = user
+        self.ours_key_obj, ours_key = lifecycle.issue(
+            ApiKey, owner=user, name="bench", scopes=BENCH_SCOPE
+        )
+        for alias in self.lookup_aliases.values():  # same owner, same key
+            owner = user_model.objects.db_manager(alias).create_user(username="bench", password=None)
+            ApiKey.objects.using(alias).create(
+                owner_id=owner.pk, name="bench", scopes=BENCH_SCOPE,
+                lookup_id=self.ours_key_obj.lookup_id, secret_hash=self.ours_key_obj.secret_hash,
+            )
+        _, drf_api_key = APIKey.objects.create_key(name="bench")
+        drf_token = Token.objects.create(user=user).key
+        _, knox_token = AuthToken.objects.create(user)
+        self.ours_key = ours_key
+        self.headers = {
+            "none": None,
+            "ours": f"Api-Key {ours_key}",
+            "drf_api_key": f"Api-Key {drf_api_key}",
+            "drf_token": f"Token {drf_token}",
+            "knox": f"Token {knox_token}",
+            "ours_no_audit": f"Api-Key {ours_key}",
+        }
+        self.wrong_headers = {
+            "ours": f"Api-Key {_wrong_ours_key(ours_key)}",
+            "drf_api_key": f"Api-Key {drf_api_key[:-4]}XXXX",
+            "drf_token": f"Token {'0' * 40}",
+            "knox": f"Token {_flip_last(knox_token)}",
+            "ours_no_audit": f"Api-Key {_wrong_ours_key(ours_key)}",
+        }
+
+
+def _flip_last(value: str) -> str:
+    return value[:-1] + ("A" if value[-1] != "A" else "B")
+
+
+def _wrong_ours_key(key: str) -> str:
+    """Same prefix and lookup id, other secret, valid checksum: reaches the hash check."""
+    from django_apiauth.core import crypto
+
+    prefix, lookup_id, _rest = key.split("_", 2)
+    body = f"{prefix}_{lookup_id}_{'x' * crypto.SECRET_LENGTH}"
+    return body + crypto.checksum(body)
+
+
+# -- part 1: requests through the WSGI handler ------------------------------------------
+
+
+class Driver:
+    """Calls Django's WSGI handler with a prebuilt environ, the same way for every variant."""
+
+    def __init__(self) -> None:
+        from django.core.handlers.wsgi import WSGIHandler
+
+        self.handler = WSGIHandler()
+        self.errors = io.StringIO()
+
+    def environ(self, slug: str, authorization: str | None) -> dict[str, Any]:
+        environ: dict[str, Any] = {
+            "REQUEST_METHOD": "GET",
+            "SCRIPT_NAME": "",
+            "PATH_INFO": f"/bench/{slug}/",
+            "QUERY_STRING": "",
+            "SERVER_NAME": "testserver",
+            "SERVER_PORT": "80",
+            "SERVER_PROTOCOL": "HTTP/1.1",
+            "HTTP_HOST": "testserver",
+            "HTTP_ACCEPT": "application/json",
+            "HTTP_USER_AGENT": "django-apiauth-bench/1",
+            "REMOTE_ADDR": "127.0.0.1",
+            "wsgi.version": (1, 0),
+            "wsgi.url_scheme": "http",
+            "wsgi.errors": self.errors,
+            "wsgi.multithread": False,
+            "wsgi.multiprocess": True,
+            "wsgi.run_once": False,
+        }
+        if authorization is not None:
+            environ["HTTP_AUTHORIZATION"] = authorization
+        return environ
+
+    def request(self, environ: dict[str, Any]) -> tuple[int, bytes]:
+        env = environ.copy()
+        env["wsgi.input"] = io.BytesIO()
+        response = self.handler(env, _start_response)
+        try:
+            body = b"".join(response)
+        finally:
+            response.close()
+        return response.status_code, body
+
+    def batch(self, environ: dict[str, Any], n: int, out: list[int]) -> int:
+        """Time ``n`` requests (one sample each) and return how many were not 200."""
+        handler = self.handler
+        clock = time.perf_counter_ns
+        new_input = io.BytesIO
+        failures = 0
+        for _ in range(n):
+            start = clock()
+            env = environ.copy()
+            env["wsgi.input"] = new_input()
+            response = handler(env, _start_response)
+            for _chunk in response:
+                pass
+            response.close()
+            out.append(clock() - start)
+            if response.status_code != 200:
+                failures += 1
+        return failures
+
+
+def _start_response(status: str, headers: Any, exc_info: Any = None) -> Callable[[bytes], None]:
+    return _write
+
+
+def _write(data: bytes) -> None:  # pragma: no cover - WSGI legacy write()
+    pass
+
+
+class _AuditSuccess:
+    """APIAUTH_AUDIT_SUCCESS for the batches of one variant, via ``override_settings``
+    (which sends ``setting_changed``, so memoised settings are refreshed too)."""
+
+    def __init__(self, value: bool | None) -> None:
+        self.override: Any = None
+        if value is not None:
+            from django.test.utils import override_settings
+
+            self.override = override_settings(APIAUTH_AUDIT_SUCCESS=value)
+
+    def __enter__(self) -> None:
+        if self.override is not None:
+            self.override.enable()
+
+    def __exit__(self, *exc: object) -> None:
+        if self.override is not None:
+            self.override.disable()
+
+
+def _audit_setting(name: str) -> bool | None:
+    return False if name == "ours_no_audit" else None
+
+
+def verify_variants(env: Environment, driver: Driver, names: Iterable[str]) -> None:
+    """Refuse to time anything that does not answer 200 with a key and 401/403 without."""
+    from django_apiauth.models import AuditEvent
+
+    problems = []
+    for name in names:
+        slug = VARIANTS[name][1]
+        with _AuditSuccess(_audit_setting(name)):
+            before = AuditEvent.objects.filter(outcome="success").count()
+            status, body = driver.request(driver.environ(slug, env.headers[name]))
+            after = AuditEvent.objects.filter(outcome="success").count()
+            if status != 200:
+                problems.append(f"{name}: expected 200 with a valid credential, got {status} {body[:200]!r}")
+            if name == "ours" and after != before + 1:
+                problems.append("ours: the success audit row was not written")
+            if name == "ours_no_audit" and after != before:
+                problems.append("ours_no_audit: a success audit row was written")
+            if name == BASELINE:
+                continue
+            for label, header in (("wrong", env.wrong_headers[name]), ("missing", None)):
+                status, body = driver.request(driver.environ(slug, header))
+                if status not in (401, 403):
+                    problems.append(f"{name}: expected 401/403 with a {label} credential, got {status}")
+    if problems:
+        raise SystemExit("benchmark set-up is broken, nothing was timed:\n  " + "\n  ".join(problems))
+
+
+BLOCKS = 5
+
+
+def block_ratios(samples: dict[str, list[int]], per_block: int, peer: str) -> list[float | None]:
+    """The overhead ratio ours/peer in each of BLOCKS consecutive slices of the run."""
+    out = []
+    for b in range(BLOCKS):
+        lo, hi = b * per_block, (b + 1) * per_block
+        med = {name: statistics.median(samples[name][lo:hi]) for name in (BASELINE, OURS, peer)}
+        out.append(ratio(med[OURS] - med[BASELINE], med[peer] - med[BASELINE]))
+    return out
+
+
+def bench_requests(env: Environment, names: list[str], rounds: int, batch: int,
+                   warmup: int, seed: int) -> dict[str, Any]:
+    driver = Driver()
+    verify_variants(env, driver, names)
+    environs = {name: driver.environ(VARIANTS[name][1], env.headers[name]) for name in names}
+    samples: dict[str, list[int]] = {name: [] for name in names}
+    failures = dict.fromkeys(names, 0)
+    rng = random.Random(seed)
+
+    for name in names:  # warm-up: caches, compiled SQL, first-use imports
+        with _AuditSuccess(_audit_setting(name)):
+            failures[name] += driver.batch(environs[name], warmup, [])
+
+    started = time.perf_counter()
+    quiet_gc()
+    try:
+        for index in range(rounds):
+            order = list(names)
+            rng.shuffle(order)
+            for name in order:
+                with _AuditSuccess(_audit_setting(name)):
+                    failures[name] += driver.batch(environs[name], batch, samples[name])
+            if (index + 1) % max(1, rounds // 10) == 0:
+                log(f"  requests: round {index + 1}/{rounds} ({time.perf_counter() - started:.0f} s)")
+    finally:
+        gc.unfreeze()
+    if any(failures.values()):
+        raise SystemExit(f"non-200 answers while timing, results discarded: {failures}")
+
+    stats = {name: summarise(samples[name]) for name in names}
+    base = stats[BASELINE]["median_us"]
+    for name in names:
+        stats[name]["overhead_us"] = stats[name]["median_us"] - base
+        stats[name]["x_baseline"] = stats[name]["median_us"] / base
+        stats[name]["label"] = VARIANTS[name][0]
+
+    # The same ratio in each fifth of the run: how much the figure moves with
+    # the machine's mood (this one's CPU speed changes by ~2x within seconds).
+    per_block = rounds // BLOCKS * batch
+    blocks = {}
+    if OURS in names and per_block:
+        blocks = {peer: block_ratios(samples, per_block, peer)
+                  for peer in ("drf_api_key", "drf_token", "knox") if peer in names}
+    return {
+        "rounds": rounds,
+        "batch": batch,
+        "warmup": warmup,
+        "seconds": time.perf_counter() - started,
+        "variants": stats,
+        "ratio_by_fifth_of_run": blocks,
+    }
+
+
+def quiet_gc() -> None:
+    """Collect now and freeze what exists: the collector's pauses stay, but small."""
+    gc.collect()
+    gc.freeze()
+
+
+# -- part 2: lookup cost against table size ---------------------------------------------
+
+_BASE62_TABLE = bytes(
+    ord("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"[b % 62]) for b in range(256)
+)
+
+
+def fill_api_keys(alias: str, count: int, owner_id: int, taken: set[str],
+                  chunk: int = 50_000) -> float:
+    """Insert ``count`` well-formed API-key rows into ``alias`` (raw SQL); returns seconds.
+
+    Lookup ids are 12 random base62 characters (unique), hashes 64 random hex
+    characters; every other column gets its model default, prepared by the
+    field itself, so the rows are what the ORM would have written.
+    """
+    from django.db import connections, transaction
+    from django.utils import timezone
+
+    from django_apiauth.core import crypto
+    from django_apiauth.models import ApiKey
+
+    started = time.perf_counter()
+    connection = connections[alias]
+    qn = connection.ops.quote_name
+    fields = [f for f in ApiKey._meta.concrete_fields if not f.primary_key]
+    varying = ("lookup_id", "secret_hash")
+    fixed_fields = [f for f in fields if f.attname not in varying]
+    overrides: dict[str, Any] = {"owner_id": owner_id, "name": "bench filler",
+                                 "created_at": timezone.now()}
+    fixed = tuple(
+        f.get_db_prep_save(overrides[f.attname] if f.attname in overrides else f.get_default(),
+                           connection)
+        for f in fixed_fields
+    )
+    columns = ", ".join(
+        [qn(ApiKey._meta.get_field(a).column) for a in varying] + [qn(f.column) for f in fixed_fields]
+    )
+    table = qn(ApiKey._meta.db_table)
+    id_len, hash_len = crypto.LOOKUP_ID_LENGTH, 64
+    done = 0
+    with transaction.atomic(using=alias), connection.cursor() as cursor:
+        if connection.vendor == "sqlite":  # room for the random-order index inserts
+            cursor.execute("PRAGMA cache_size = -262144")
+        while done < count:
+            n = min(chunk, count - done)
+            ids_blob = os.urandom(id_len * n).translate(_BASE62_TABLE).decode("ascii")
+            hashes = os.urandom(hash_len // 2 * n).hex()
+            rows = []
+            for i in range(n):
+                lookup_id = ids_blob[i * id_len:(i + 1) * id_len]
+                if lookup_id in taken:
+                    continue  # ~1e-10 chance per row; the next chunk makes up for it
+                taken.add(lookup_id)
+                rows.append((lookup_id, hashes[i * hash_len:(i + 1) * hash_len], *fixed))
+            if connection.vendor == "postgresql":
+                with cursor.cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
+                    for row in rows:
+                        copy.write_row(row)
+            else:
+                placeholders = ", ".join(["%s"] * len(fixed) + ["%s", "%s"])
+                cursor.executemany(f"INSERT INTO {table} ({columns}) VALUES ({placeholders})", rows)
+            done += len(rows)
+    if connection.vendor == "sqlite":
+        with connection.cursor() as cursor:
+            cursor.execute("PRAGMA cache_size = -2000")  # back to SQLite's default
+    return time.perf_counter() - started
+
+
+def settle_database(alias: str) -> None:
+    """Fresh planner statistics and, on SQLite, an empty WAL."""
+    from django.db import connections
+
+    from django_apiauth.models import ApiKey
+
+    connection = connections[alias]
+    table = connection.ops.quote_name(ApiKey._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(f"ANALYZE {table}")
+        if connection.vendor == "sqlite":
+            cursor.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+
+def bench_lookup(env: Environment, rounds: int, batch: int, seed: int) -> dict[str, Any]:
+    """The same key, authenticated against tables of each size, sizes interleaved."""
+    from rest_framework.request import Request
+    from rest_framework.test import APIRequestFactory
+
+    from benchmarks.routers import using
+    from django_apiauth.core.lookup import lookup
+    from django_apiauth.models import ApiKey
+    from django_apiauth.schemes.api_key import ApiKeyAuthentication
+
+    factory = APIRequestFactory()
+    header = env.headers[OURS]
+    lookup_id = env.ours_key_obj.lookup_id
+    auth = ApiKeyAuthentication()
+    rng = random.Random(seed)
+    clock = time.perf_counter_ns
+
+    def time_authenticate(n: int, out: list[int]) -> None:
+        prepared = [  # built before the clock starts
+            Request(factory.get("/bench/ours/", HTTP_AUTHORIZATION=header, REMOTE_ADDR="127.0.0.1"))
+            for _ in range(n)
+        ]
+        for request in prepared:
+            start = clock()
+            result = auth.authenticate(request)
+            out.append(clock() - start)
+            if result is None or result[1].credential_id != lookup_id:
+                raise SystemExit("lookup benchmark: authenticate() did not accept the key")
+
+    def time_lookup(n: int, out: list[int]) -> None:
+        for _ in range(n):
+            start = clock()
+            credential = lookup(ApiKey, lookup_id)
+            out.append(clock() - start)
+            if credential is None:
+                raise SystemExit("lookup benchmark: lookup() did not find the key")
+
+    kinds = {"authenticate": time_authenticate, "lookup": time_lookup}
+    taken = {lookup_id}
+    fill_seconds: dict[int, float] = {}
+    for size, alias in env.lookup_aliases.items():
+        current = ApiKey.objects.using(alias).count()
+        fill_seconds[size] = 0.0
+        if size > current:
+            log(f"  lookup: inserting {size - current:,} keys into {alias} ...")
+            owner_id = ApiKey.objects.using(alias).get(lookup_id=lookup_id).owner_id
+            fill_seconds[size] = fill_api_keys(alias, size - current, owner_id, taken)
+            log(f"  lookup: inserted in {fill_seconds[size]:.1f} s")
+        if ApiKey.objects.using(alias).count() != size:
+            raise SystemExit(f"lookup benchmark: expected {size} keys in {alias}")
+        settle_database(alias)
+        with using(alias):
+            for fn in kinds.values():  # warm-up: compiled SQL, page cache
+                fn(200, [])
+
+    samples: dict[tuple[int, str], list[int]] = {
+        (size, kind): [] for size in env.lookup_aliases for kind in kinds
+    }
+    started = time.perf_counter()
+    quiet_gc()
+    try:
+        for index in range(rounds):
+            order = list(samples)
+            rng.shuffle(order)
+            for size, kind in order:
+                with using(env.lookup_aliases[size]):
+                    kinds[kind](batch, samples[(size, kind)])
+            if (index + 1) % max(1, rounds // 5) == 0:
+                log(f"  lookup: round {index + 1}/{rounds} ({time.perf_counter() - started:.0f} s)")
+    finally:
+        gc.unfreeze()
+    results = {
+        str(size): {
+            "keys": size,
+            "fill_seconds": fill_seconds[size],
+            **{kind: summarise(samples[(size, kind)]) for kind in kinds},
+        }
+        for size in env.lookup_aliases
+    }
+    return {"rounds": rounds, "batch": batch, "seconds": time.perf_counter() - started,
+            "sizes": results}
+
+
+# -- report -------------------------------------------------------------------------------
+
+
+def run_info(env: Environment, args: argparse.Namespace) -> dict[str, Any]:
+    from importlib.metadata import version
+
+    def pkg(name: str) -> str:
+        try:
+            return version(name)
+        except Exception:
+            return "?"
+
+    commit = ""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,  # noqa: S607
+            timeout=5, check=False,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,  # noqa: S607
+            capture_output=True, text=True, timeout=5, check=False,
+        ).stdout.strip()
+        if commit and dirty:
+            commit += "-dirty"
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return {
+        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "git": commit,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "database": env.db_description,
+        "database_version": env.db_version(),
+        "packages": {name: pkg(name) for name in (
+            "Django", "djangorestframework", "djangorestframework-api-key",
+            "django-rest-knox", "django-apiauth",
+        )},
+        "options": {k: v for k, v in vars(args).items() if k != "json"},
+    }
+
+
+def targets(result: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    variants = result.get("requests", {}).get("variants", {})
+    if OURS in variants:
+        ours = variants[OURS]["overhead_us"]
+        for peer, key in (("drf_api_key", "ours_overhead / drf_api_key_overhead"),
+                          ("drf_token", "ours_overhead / drf_token_overhead")):
+            if peer in variants:
+                value = ratio(ours, variants[peer]["overhead_us"])
+                out[key] = {"value": value, "target": TARGET_OVERHEAD_RATIO,
+                            "verdict": verdict(value, TARGET_OVERHEAD_RATIO)}
+    sizes = result.get("lookup", {}).get("sizes", {})
+    if "1" in sizes:
+        largest = max(sizes, key=int)
+        if largest != "1":
+            value = sizes[largest]["authenticate"]["median_us"] / sizes["1"]["authenticate"]["median_us"]
+            name = "lookup_1M / lookup_1" if largest == "1000000" else f"lookup_{int(largest):,} / lookup_1"
+            entry = {"value": value, "target": TARGET_LOOKUP_RATIO,
+                     "verdict": verdict(value, TARGET_LOOKUP_RATIO)}
+            if largest != "1000000":
+                entry["verdict"] = "n/a (1M keys skipped: " + entry["verdict"] + " at this size)"
+            out[name] = entry
+    return out
+
+
+def render(result: dict[str, Any]) -> str:
+    info = result["info"]
+    lines = [
+        "",
+        "django-apiauth benchmark",
+        f"  {info['database']}; {info['database_version']}",
+        f"  Python {info['python']}, " + ", ".join(f"{k} {v}" for k, v in info["packages"].items()),
+        f"  {info['platform']}, {info['cpus']} CPUs, git {info['git'] or '?'}",
+    ]
+    req = result.get("requests")
+    if req:
+        lines += [
+            "",
+            f"1. Per-request cost, full Django/DRF stack in one process (WSGI handler, no middleware,"
+            f" DEBUG=False): {req['rounds']} rounds x {req['batch']} requests per variant, variants"
+            f" interleaved in shuffled order; {req['rounds'] * req['batch']:,} timed requests per"
+            f" variant, {req['seconds']:.0f} s.",
+            "   The django-apiauth figure INCLUDES writing its audit row (one INSERT per request,"
+            " APIAUTH_AUDIT_SUCCESS=True, the default); the peers write nothing.",
+            "",
+            f"   {'variant':<54} {'median µs':>10} {'p99 µs':>10} {'overhead µs':>12} {'x base':>7}",
+        ]
+        for s in req["variants"].values():
+            lines.append(
+                f"   {s['label']:<54} {s['median_us']:>10.1f} {s['p99_us']:>10.1f}"
+                f" {s['overhead_us']:>12.1f} {s['x_baseline']:>7.2f}"
+            )
+        variants = req["variants"]
+        if OURS in variants:
+            lines.append("")
+            for peer in ("drf_api_key", "drf_token", "knox", "ours_no_audit"):
+                if peer not in variants:
+                    continue
+                value = ratio(variants[OURS]["overhead_us"], variants[peer]["overhead_us"])
+                fifths = [r for r in req["ratio_by_fifth_of_run"].get(peer, []) if r is not None]
+                spread = (f"   (each fifth of the run: {min(fifths):.2f} to {max(fifths):.2f})"
+                          if fifths else "")
+                lines.append(f"   ours_overhead / {peer}_overhead = {fmt_ratio(value)}{spread}")
+    look = result.get("lookup")
+    if look:
+        lines += [
+            "",
+            f"2. Lookup cost against table size: one database per size, {look['rounds']} rounds x"
+            f" {look['batch']} calls per size and kind, interleaved in shuffled order, same key"
+            f" each time (hot cache); {look['seconds']:.0f} s.",
+            "   authenticate = ApiKeyAuthentication().authenticate(DRF Request), audit row included;"
+            " lookup = core.lookup.lookup() alone.",
+            "",
+            f"   {'keys in table':>14} {'authenticate median':>20} {'p99':>9} {'lookup median':>14}"
+            f" {'p99':>9} {'fill s':>7}   authenticate vs 1 key",
+        ]
+        base = None
+        for entry in look["sizes"].values():
+            a, lk = entry["authenticate"], entry["lookup"]
+            base = base or a["median_us"]
+            lines.append(
+                f"   {entry['keys']:>14,} {a['median_us']:>17.1f} µs {a['p99_us']:>6.1f} µs"
+                f" {lk['median_us']:>11.1f} µs {lk['p99_us']:>6.1f} µs {entry['fill_seconds']:>7.1f}"
+                f"   {a['median_us'] / base:.3f}"
+            )
+    lines += ["", "Targets (\"done when\"):"]
+    for name, entry in result["targets"].items():
+        lines.append(f"   {name:<40} = {fmt_ratio(entry['value']):>6}   target <= {entry['target']}"
+                     f"   {entry['verdict']}")
+    if not result["targets"]:
+        lines.append("   (nothing measured)")
+    return "\n".join(lines)
+
+
+# -- profile ---------------------------------------------------------------------------
+
+
+def profile(env: Environment, name: str, n: int) -> None:
+    """cProfile ``n`` requests of one variant and print where the time goes."""
+    import cProfile
+    import pstats
+
+    driver = Driver()
+    verify_variants(env, driver, [name])
+    environ = driver.environ(VARIANTS[name][1], env.headers[name])
+    with _AuditSuccess(_audit_setting(name)):
+        driver.batch(environ, 200, [])
+        profiler = cProfile.Profile()
+        profiler.enable()
+        driver.batch(environ, n, [])
+        profiler.disable()
+    stats = pstats.Stats(profiler, stream=sys.stdout)
+    stats.strip_dirs().sort_stats("cumulative").print_stats(45)
+    stats.sort_stats("tottime").print_stats(30)
+
+
+# -- main ------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=None,
+                        help="rounds of the request benchmark (default 1000, --quick 40)")
+    parser.add_argument("--batch", type=int, default=20,
+                        help="requests per variant per round (default 20)")
+    parser.add_argument("--lookup-rounds", type=int, default=None,
+                        help="rounds of the lookup benchmark (default 200, --quick 20)")
+    parser.add_argument("--lookup-batch", type=int, default=20,
+                        help="calls per table size and kind per round (default 20)")
+    parser.add_argument("--quick", action="store_true",
+                        help="small run for smoke-testing (< 30 s); implies --skip-1m")
+    parser.add_argument("--skip-1m", action="store_true",
+                        help="lookup benchmark with 1 and 10 000 keys only")
+    parser.add_argument("--skip-requests", action="store_true", help="lookup benchmark only")
+    parser.add_argument("--skip-lookup", action="store_true", help="request benchmark only")
+    parser.add_argument("--no-info-variant", action="store_true",
+                        help="leave out the informational ours_no_audit variant")
+    parser.add_argument("--seed", type=int, default=None, help="shuffle seed (default: random)")
+    parser.add_argument("--json", type=Path, default=None,
+                        help="results file (default benchmarks/results/bench-<time>.json)")
+    parser.add_argument("--profile", choices=[n for n in VARIANTS if n != BASELINE], default=None,
+                        help="instead of benchmarking, cProfile one variant and print the top functions")
+    parser.add_argument("--profile-requests", type=int, default=5000)
+    args = parser.parse_args(argv)
+    args.rounds = args.rounds or (40 if args.quick else 1000)
+    args.lookup_rounds = args.lookup_rounds or (20 if args.quick else 200)
+    args.skip_1m = args.skip_1m or args.quick
+    if args.seed is None:
+        args.seed = random.SystemRandom().randrange(2**32)
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    tmpdir = Path(tempfile.mkdtemp(prefix="apiauth-bench-"))
+    sizes = [] if (args.skip_lookup or args.profile) else [
+        s for s in LOOKUP_SIZES if not (args.skip_1m and s >= 1_000_000)
+    ]
+    env = None
+    try:
+        log(f"setting up Django on fresh databases in {tmpdir} ...")
+        env = Environment(tmpdir, sizes)
+        if args.profile:
+            profile(env, args.profile, args.profile_requests)
+            return 0
+        result: dict[str, Any] = {"info": run_info(env, args)}
+        if not args.skip_requests:
+            names = [n for n in VARIANTS if not (args.no_info_variant and n == "ours_no_audit")]
+            log(f"requests: {args.rounds} rounds x {args.batch} per variant, {len(names)} variants")
+            result["requests"] = bench_requests(env, names, args.rounds, args.batch,
+                                                warmup=200, seed=args.seed)
+        if sizes:
+            log(f"lookup: sizes {sizes}, {args.lookup_rounds} rounds")
+            result["lookup"] = bench_lookup(env, args.lookup_rounds, args.lookup_batch,
+                                            seed=args.seed)
+        result["targets"] = targets(result)
+        print(render(result), flush=True)
+        path = args.json or RESULTS_DIR / f"bench-{datetime.now(UTC):%Y%m%d-%H%M%S}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result, indent=2, default=str) + "\n")
+        print(f"\nresults: {path}")
+        print("(verdicts never fail the build: exit status 0 whatever they say)")
+    finally:
+        if env is not None:
+            try:
+                env.close()
+            except Exception as exc:
+                log(f"warning: could not drop the benchmark databases: {exc}")
+        shutil.rmtree(tmpdir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

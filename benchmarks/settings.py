@@ -1,0 +1,106 @@
+"""Django settings of the benchmark, built in-process (no settings module on disk).
+
+* Databases: fresh SQLite *files* in a temporary directory with the example
+  project's OPTIONS (WAL, ``synchronous=NORMAL``, ``transaction_mode``
+  IMMEDIATE); or PostgreSQL when ``DATABASE_URL`` says so, in throw-away
+  databases created (and dropped) for the run. ``default`` serves the request
+  benchmark; one more alias per table size serves the lookup benchmark
+  (``benchmarks.routers.SwitchRouter`` picks the alias).
+* Persistent connection (``CONN_MAX_AGE=None``): the benchmark measures
+  authentication, not connection set-up.
+* ``DEBUG=False`` (no query log), no middleware, JSON renderer only: every
+  variant pays the same, minimal, fixed cost, so the differences are the
+  authentication and permission classes.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+# Same as example_project/example_project/settings.py (kept in step by hand:
+# importing that module would create the example project's var/ secrets).
+SQLITE_OPTIONS = {
+    "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    "transaction_mode": "IMMEDIATE",
+}
+
+
+def databases(tmpdir: Path, extra_aliases: list[str]) -> tuple[dict[str, Any], str]:
+    """``default`` plus ``extra_aliases`` (same kind, separate databases) and a description."""
+    url = os.environ.get("DATABASE_URL", "").strip()
+    aliases = ["default", *extra_aliases]
+    if url and not url.startswith("sqlite"):
+        import dj_database_url
+
+        base = dict(dj_database_url.parse(url))
+        base["CONN_MAX_AGE"] = None
+        kind = base["ENGINE"].rsplit(".", 1)[-1]
+        # Databases of our own, created and dropped by the run: never the one
+        # DATABASE_URL names, never pytest-django's test_<name>.
+        return (
+            {alias: {**base, "TEST": {"NAME": f"apiauth_bench_{os.getpid()}_{alias}"}}
+             for alias in aliases},
+            f"{kind} (DATABASE_URL; throw-away databases apiauth_bench_{os.getpid()}_*)",
+        )
+    note = " (DATABASE_URL ignored: SQLite always uses fresh temporary files)" if url else ""
+    return (
+        {
+            alias: {
+                "ENGINE": "django.db.backends.sqlite3",
+                "NAME": str(tmpdir / f"{alias}.sqlite3"),
+                "OPTIONS": dict(SQLITE_OPTIONS),
+                "CONN_MAX_AGE": None,
+            }
+            for alias in aliases
+        },
+        f"sqlite3 files in {tmpdir} (WAL, synchronous=NORMAL, IMMEDIATE){note}",
+    )
+
+
+def build(tmpdir: Path, extra_aliases: list[str]) -> tuple[dict[str, Any], str]:
+    """Keyword arguments for ``settings.configure()`` and the database description."""
+    dbs, db_description = databases(tmpdir, extra_aliases)
+    return (
+        {
+            "DEBUG": False,
+            "SECRET_KEY": secrets.token_urlsafe(50),
+            "APIAUTH_PEPPER": secrets.token_urlsafe(48),
+            "ALLOWED_HOSTS": ["testserver", "localhost", "127.0.0.1"],
+            "INSTALLED_APPS": [
+                "django.contrib.auth",
+                "django.contrib.contenttypes",
+                "rest_framework",
+                "rest_framework.authtoken",
+                "rest_framework_api_key",
+                "knox",
+                "django_apiauth",
+            ],
+            "MIDDLEWARE": [],
+            "ROOT_URLCONF": "benchmarks.urls",
+            "DATABASES": dbs,
+            "DATABASE_ROUTERS": ["benchmarks.routers.SwitchRouter"],
+            "CACHES": {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}},
+            "DEFAULT_AUTO_FIELD": "django.db.models.BigAutoField",
+            "USE_TZ": True,
+            "TIME_ZONE": "UTC",
+            "USE_I18N": True,
+            "PASSWORD_HASHERS": ["django.contrib.auth.hashers.MD5PasswordHasher"],
+            "REST_FRAMEWORK": {
+                "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+                "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+                "DEFAULT_AUTHENTICATION_CLASSES": [],
+                "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.AllowAny"],
+                "DEFAULT_THROTTLE_CLASSES": [],
+            },
+            # 4xx answers of the verification step would otherwise be logged.
+            "LOGGING": {
+                "version": 1,
+                "disable_existing_loggers": False,
+                "loggers": {"django.request": {"level": "ERROR"}},
+            },
+        },
+        db_description,
+    )
