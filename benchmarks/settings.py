@@ -23,7 +23,7 @@ from typing import Any
 # Same as example_project/example_project/settings.py (kept in step by hand:
 # importing that module would create the example project's var/ secrets).
 SQLITE_OPTIONS = {
-    "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA wal_autocheckpoint=10000;",
     "transaction_mode": "IMMEDIATE",
 }
 

@@ -46,6 +46,8 @@ def sanitise(value: object, limit: int) -> str:
     text = value if isinstance(value, str) else str(value)
     if len(text) > limit:
         text = text[: limit - 1] + "…"
+    elif text.isascii() and text.isprintable():
+        return text  # the common case: nothing to replace
     return text.translate(_UNSAFE)
 
 

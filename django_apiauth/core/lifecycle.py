@@ -102,6 +102,7 @@ def rotate(credential: C, *, grace: timedelta | None = None, actor: Any = None,
         )
         secret = successor.generate_secret()  # type: ignore[attr-defined]
         successor.full_clean()
+        credential.validate_successor(successor)
         successor.save()
         if credential.expires_at is None or credential.expires_at > grace_until:
             credential.expires_at = grace_until

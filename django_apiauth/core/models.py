@@ -134,6 +134,9 @@ class AbstractCredential(models.Model):
         """Extra fields a rotation copies to the successor (beyond the common ones)."""
         return {}
 
+    def validate_successor(self, successor: AbstractCredential) -> None:
+        """Raise ``ValidationError`` if ``successor`` is not a real rotation of this one."""
+
     def unusable_reason(self, now: datetime, ip: str | None, owner_active: bool) -> str | None:
         return unusable_reason(self, now, ip, owner_active)
 

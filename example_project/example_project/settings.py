@@ -103,7 +103,9 @@ def _database() -> dict:  # type: ignore[type-arg]
         "NAME": VAR_DIR / "db.sqlite3",
         "OPTIONS": {
             # WAL + synchronous=NORMAL: concurrent readers, no fsync per commit.
-            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            "init_command": (
+                "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA wal_autocheckpoint=10000;"
+            ),
             "transaction_mode": "IMMEDIATE",
         },
     }

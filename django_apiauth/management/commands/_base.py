@@ -166,9 +166,9 @@ def validation_message(exc: ValidationError, options: Mapping[str, str]) -> str:
 def public_dict_with_secret(credential: AbstractCredential, secret: str) -> dict[str, Any]:
     """``to_public_dict()`` plus the one-time secret under ``"secret"`` (and its alias)."""
     data = credential.to_public_dict()
-    data["secret"] = secret
+    data["secret"] = secret or None  # None: a public-key credential has no server secret
     # DESIGN §6 names an API key's one-time secret "key" (the model's secret_name).
-    data[credential.secret_name] = secret
+    data[credential.secret_name] = secret or None
     return data
 
 

@@ -20,6 +20,7 @@ from ._base import (
     validation_message,
     when,
 )
+from .issue_hmac_secret import read_public_key
 
 
 class Command(ApiAuthCommand):
@@ -37,6 +38,11 @@ class Command(ApiAuthCommand):
             help="How long the old credential keeps working, e.g. 1h or 0s for none "
                  f"(default: APIAUTH_ROTATION_GRACE, {format_duration(app_settings.ROTATION_GRACE)}).",
         )
+        parser.add_argument(
+            "--public-key", metavar="FILE",
+            help="For public-key credentials (hmac kind, ed25519 / ecdsa-p256-sha256): the "
+                 "client's NEW public key (PEM). Required for those; not used otherwise.",
+        )
         super().add_arguments(parser)
 
     def run(self, *args: Any, **options: Any) -> None:
@@ -45,8 +51,15 @@ class Command(ApiAuthCommand):
             if options["grace"] is not None else None
         )
         credential = get_credential(options["kind"], options["id"])
+        successor_fields: dict[str, Any] = {}
+        if options.get("public_key"):
+            if not hasattr(credential, "public_key"):
+                raise CommandError(
+                    f"--public-key does not apply to {credential.credential_kind} credentials."
+                )
+            successor_fields["public_key"] = read_public_key(options["public_key"])
         try:
-            successor, secret = lifecycle.rotate(credential, grace=grace, via="cli")
+            successor, secret = lifecycle.rotate(credential, grace=grace, via="cli", **successor_fields)
         except lifecycle.LifecycleError as exc:
             hint = "" if "successor" in str(exc) else (
                 f" Issue a new {credential.credential_kind} credential instead."
@@ -75,5 +88,6 @@ class Command(ApiAuthCommand):
             "new expires": when(successor.expires_at),
             "scopes": " ".join(sorted(successor.scope_set)) or "(none)",
         })
-        label = secret_label(successor)
-        self.write_secret(label, secret, label.lower())
+        if secret:  # public-key credentials have no secret on the server
+            label = secret_label(successor)
+            self.write_secret(label, secret, label.lower())

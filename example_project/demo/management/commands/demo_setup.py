@@ -1,8 +1,13 @@
-"""Create the demo users and credentials and print copy-paste curl lines."""
+"""Create the demo users and credentials and print copy-paste command lines.
+
+``tests/example_project/test_demo.py`` runs every printed ``curl`` and
+``python -m django_apiauth.sign`` line and checks the status its comment announces.
+"""
 
 from __future__ import annotations
 
 import secrets
+import shlex
 from typing import Any
 
 from django.contrib.auth import get_user_model
@@ -10,11 +15,17 @@ from django.core.management.base import BaseCommand
 
 from django_apiauth.app_settings import app_settings
 from django_apiauth.core import crypto, lifecycle
-from django_apiauth.models import ApiKey
+from django_apiauth.models import ApiKey, HmacSecret
+
+#: The example project's virtualenv python, as `make demo` creates it (run from the repository root).
+SIGN = ".venv/bin/python -m django_apiauth.sign"
 
 
 class Command(BaseCommand):
-    help = "Create demo users (new random passwords each run), issue a demo API key, print curl examples."
+    help = (
+        "Create demo users (new random passwords each run), issue a demo API key and HMAC "
+        "signing key, print curl and signed-request examples."
+    )
 
     def add_arguments(self, parser: Any) -> None:
         parser.add_argument("--base-url", default="http://127.0.0.1:8000")
@@ -32,7 +43,10 @@ class Command(BaseCommand):
         demo.set_password(demo_password)
         demo.save()
         key_obj, key = lifecycle.issue(
-            ApiKey, owner=demo, name="demo key", scopes="echo:write whoami:read"
+            ApiKey, owner=demo, name="demo key", scopes="echo:write whoami:read", via="cli"
+        )
+        hmac_obj, hmac_secret = lifecycle.issue(
+            HmacSecret, owner=demo, name="demo signing key", scopes="echo:write", via="cli"
         )
         out = self.stdout.write
         out("")
@@ -41,6 +55,8 @@ class Command(BaseCommand):
         out(f"Admin:      {base_url}/admin/   user: admin  password: {admin_password}")
         out(f"Demo user:  demo  password: {demo_password}")
         out(f"Demo API key (shown once, id {key_obj.lookup_id}): {key}")
+        out(f"Demo HMAC signing key (RFC 9421, alg hmac-sha256): key id {hmac_obj.key_id}, "
+            f"secret (shown once): {hmac_secret}")
         out("")
         out("# 200: who am I, with the key")
         out(f"curl -s -H 'Authorization: Api-Key {key}' {base_url}/api/whoami/")
@@ -59,6 +75,19 @@ class Command(BaseCommand):
         out(f"curl -s -i -H 'Authorization: Api-Key {bad}' {base_url}/api/whoami/")
         out("# 401: no key")
         out(f"curl -s -i {base_url}/api/whoami/")
+        signed = f"{SIGN} --key-id {shlex.quote(hmac_obj.key_id)}"
+        out("# 200: a signed request (RFC 9421 HTTP Message Signatures)")
+        out(f"{signed} --secret {shlex.quote(hmac_secret)} {base_url}/api/whoami/")
+        out("# 200: a signed POST to echo (scope echo:write); the body is covered by Content-Digest")
+        out(
+            f"{signed} --secret {shlex.quote(hmac_secret)} -d '{{\"hello\": \"world\"}}' "
+            f"-H 'Content-Type: application/json' {base_url}/api/echo/"
+        )
+        out("# 401: signed with a wrong secret (bad_signature)")
+        wrong = crypto.random_base62(len(hmac_secret))
+        out(f"{signed} --secret {shlex.quote(wrong)} {base_url}/api/whoami/")
+        out("# 200: prints the signed request as a curl command: run that within 300 s, once")
+        out(f"{signed} --secret {shlex.quote(hmac_secret)} --curl {base_url}/api/whoami/")
         out("# the audit trail of those calls")
         out("python example_project/manage.py audit_log --since 1h")
         out("")
