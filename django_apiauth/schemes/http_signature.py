@@ -22,9 +22,11 @@ from __future__ import annotations
 import json
 import time
 from datetime import timedelta
+from functools import cache
 from typing import Any, ClassVar
 
 import http_sf
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from django.http import HttpRequest
 from http_message_signatures import HTTPMessageVerifier, HTTPSignatureKeyResolver, algorithms
 from http_message_signatures.exceptions import HTTPMessageSignaturesException, InvalidSignature
@@ -177,8 +179,10 @@ class HttpSignatureAuthentication(CredentialAuthentication):
                credential: AbstractCredential | None) -> bool:
         proof = presented.proof
         if credential is None:
-            # Same library work with a throwaway key: no timing oracle on key ids.
-            algorithm, key = ALGORITHMS["hmac-sha256"], _DUMMY_KEY
+            # Same library work with a throwaway key of the algorithm the client
+            # names: no timing oracle on which key ids exist.
+            name = proof["alg"] if proof["alg"] in ALGORITHMS else "hmac-sha256"
+            algorithm, key = ALGORITHMS[name], _dummy_key(name)
         else:
             # The credential's algorithm, never the client's (§7.3.6). A client
             # naming another one fails verification like a wrong signature,
@@ -220,6 +224,15 @@ class HttpSignatureAuthentication(CredentialAuthentication):
         if not replay.first_use(f"signature:{key_id}", signed, window):
             raise Refused(reasons.REPLAYED, detail={"by": "signature"})
         return True
+
+
+@cache
+def _dummy_key(algorithm: str) -> Any:
+    if algorithm == "ed25519":
+        return ed25519.Ed25519PrivateKey.generate().public_key()
+    if algorithm == "ecdsa-p256-sha256":
+        return ec.generate_private_key(ec.SECP256R1()).public_key()
+    return _DUMMY_KEY
 
 
 def _body(request: Any) -> bytes:
