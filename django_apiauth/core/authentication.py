@@ -17,9 +17,11 @@ or audit failure is answered with 503, never a 500 and never an accept.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from django.core.exceptions import SuspiciousOperation
 from django.db import DatabaseError
 from django.http import HttpRequest
 from django.utils import timezone
@@ -62,6 +64,9 @@ class AuthenticationFailed(CodedError, exceptions.AuthenticationFailed):
 
 class NotAuthenticated(CodedError, exceptions.NotAuthenticated):
     default_code = "not_authenticated"
+
+
+logger = logging.getLogger("django_apiauth")
 
 
 class DependencyUnavailable(Exception):
@@ -216,6 +221,10 @@ class CredentialAuthentication(ApiAuthentication):
             presented = self.extract(request)
         except Refused as refused:
             self.refuse(request, refused)
+        except (exceptions.APIException, SuspiciousOperation):
+            raise  # already an HTTP answer (e.g. a body over DATA_UPLOAD_MAX_MEMORY_SIZE: 400)
+        except Exception:
+            self._internal_error(request, "")
         if presented is None:
             return None
         now = timezone.now()
@@ -244,6 +253,10 @@ class CredentialAuthentication(ApiAuthentication):
             self.refuse(request, refused, now=now)
         except (DatabaseError, DependencyUnavailable):
             self._unavailable(request, presented, now)
+        except (exceptions.APIException, SuspiciousOperation):
+            raise
+        except Exception:
+            self._internal_error(request, presented.lookup_value, credential)
         principal = Principal(
             scheme=self.scheme,
             credential=credential,
@@ -253,6 +266,16 @@ class CredentialAuthentication(ApiAuthentication):
         )
         self.succeed(request, owner, principal, now)
         return owner, principal
+
+    def _internal_error(self, request: HttpRequest, credential_id: str, credential: Any = None) -> None:
+        """A bug or an unforeseen input in verification: refuse (never a 500, never an accept).
+
+        The traceback goes to the ``django_apiauth`` logger (no local variables,
+        so no secret); the client gets the generic answer.
+        """
+        logger.exception("Unexpected error while verifying a %s credential", self.scheme)
+        self.refuse(request, Refused(reasons.INTERNAL_ERROR, credential=credential,
+                                     credential_id=credential_id))
 
     def _unavailable(self, request: HttpRequest, presented: Presented, now: Any) -> None:
         # Fail closed. Try to leave a trace; the database may be what is down.

@@ -32,6 +32,7 @@ BAD_AUDIENCE = "bad_audience"
 DISALLOWED_ALGORITHM = "disallowed_algorithm"
 IP_NOT_ALLOWED = "ip_not_allowed"
 SERVICE_UNAVAILABLE = "service_unavailable"
+INTERNAL_ERROR = "internal_error"
 
 # lifecycle events
 ISSUED = "issued"

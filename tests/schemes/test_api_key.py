@@ -306,3 +306,17 @@ def test_stored_hash_is_not_the_key(api_key):
     obj, key = api_key
     assert key not in obj.secret_hash
     assert ApiKey.objects.filter(secret_hash__contains=key.split("_")[2][:32]).count() == 0
+
+
+def test_unexpected_error_in_a_scheme_is_a_refusal_not_a_500(client, api_key, monkeypatch, caplog):
+    _obj, key = api_key
+
+    def broken(*args, **kwargs):
+        raise KeyError("bug")
+
+    monkeypatch.setattr("django_apiauth.schemes.api_key.ApiKeyAuthentication.verify", broken)
+    response = client.get(WHOAMI, **auth(key))
+    assert_refused_401(response)
+    assert only_row().reason == "internal_error"
+    assert "Unexpected error while verifying" in caplog.text
+    assert key not in caplog.text
