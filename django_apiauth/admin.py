@@ -182,7 +182,9 @@ class CredentialAdmin(admin.ModelAdmin):
     * ``expiring_window``: how soon an expiry makes an active credential "expiring".
 
     and by hooks: :meth:`secret_message` (the one-time message),
-    :meth:`credential_state`. The secret fields (``secret_hash``, ciphertexts)
+    :meth:`credential_state`, :meth:`rotate_intro` (the rotate confirmation
+    text) and :meth:`rotation_refused_message` (why a credential's model
+    refused a successor). The secret fields (``secret_hash``, ciphertexts)
     are never listed: the form only shows what the fieldsets name.
     """
 
@@ -344,11 +346,7 @@ class CredentialAdmin(admin.ModelAdmin):
             return self.render_action_confirmation(
                 request, queryset, form, action="rotate_selected",
                 title=gettext("Rotate %(name)s") % {"name": self.opts.verbose_name_plural},
-                intro=gettext(
-                    "Each selected %(name)s gets a successor with the same owner, scopes and allowed "
-                    "IPs. The new secrets are shown once, on the next page. The old ones keep "
-                    "working during the grace period. Revoked and expired ones are skipped."
-                ) % {"name": self.opts.verbose_name},
+                intro=self.rotate_intro(request, queryset),
                 submit_label=gettext("Rotate"),
             )
         grace: timedelta = form.cleaned_data["grace"]
@@ -368,6 +366,13 @@ class CredentialAdmin(admin.ModelAdmin):
                 except lifecycle.LifecycleError as exc:
                     skipped.append((credential, str(exc)))
                     continue
+                except ValidationError as exc:
+                    # The model refused the successor (full_clean or
+                    # validate_successor, e.g. a public-key credential needs
+                    # a new public key). Raised before the successor is
+                    # saved; rotate() rolled back its savepoint.
+                    skipped.append((credential, self.rotation_refused_message(credential, exc)))
+                    continue
                 issued.append((credential, successor, secret))
         # Messages only once the transaction has committed: never show a
         # secret whose credential was rolled back.
@@ -386,6 +391,21 @@ class CredentialAdmin(admin.ModelAdmin):
                 "Rotated %(count)d %(name)s.", "Rotated %(count)d %(plural)s.", len(issued),
             ) % self._names(len(issued)), messages.SUCCESS)
         return None
+
+    def rotate_intro(self, request: HttpRequest, queryset: QuerySet[Any]) -> str:
+        """The text of the rotate confirmation page (escaped unless a ``SafeString``)."""
+        return gettext(
+            "Each selected %(name)s gets a successor with the same owner, scopes and allowed "
+            "IPs. The new secrets are shown once, on the next page. The old ones keep "
+            "working during the grace period. Revoked and expired ones are skipped."
+        ) % {"name": self.opts.verbose_name}
+
+    def rotation_refused_message(self, credential: AbstractCredential, exc: ValidationError) -> str:
+        """Why ``credential`` was skipped when its model refused the successor.
+
+        Plain text is escaped; return a ``SafeString`` (``format_html``) for markup.
+        """
+        return " ".join(exc.messages)
 
     @admin.action(description=_("Revoke selected %(verbose_name_plural)s…"), permissions=["revoke"])
     def revoke_selected(self, request: HttpRequest, queryset: QuerySet[Any]) -> HttpResponse | None:
@@ -475,8 +495,10 @@ class CredentialAdmin(admin.ModelAdmin):
 
     def _report(self, request: HttpRequest, skipped: Iterable[tuple[AbstractCredential, str]]) -> None:
         for credential, why in skipped:
+            # A SafeString reason is already formatted: stripping it would make it plain (escaped).
+            reason = why if isinstance(why, SafeString) else why.rstrip(".")
             self.message_user(request, format_html(
-                gettext("Skipped “{name}”: {why}."), name=str(credential), why=why.rstrip("."),
+                gettext("Skipped “{name}”: {why}."), name=str(credential), why=reason,
             ), messages.WARNING)
 
 
@@ -498,12 +520,74 @@ class ApiKeyAdmin(CredentialAdmin):
     identity_fields = ("lookup_id",)
 
 
+class HmacSecretAdminForm(CredentialAdminForm):
+    """Add form of signing keys: the model checks the public key against the algorithm.
+
+    A private key pasted as the public key is refused here with its own message
+    and is not sent back in the redisplayed form.
+    """
+
+    def clean_public_key(self) -> str:
+        value: str = self.cleaned_data.get("public_key", "")
+        if "PRIVATE KEY" in value:
+            data = self.data.copy()
+            data[self.add_prefix("public_key")] = ""
+            self.data = data
+            raise ValidationError(
+                _("This is a private key: keep it on the client, never paste it anywhere, and "
+                  "register its public key (“-----BEGIN PUBLIC KEY-----”), e.g. from "
+                  "`openssl pkey -in PRIVATE.pem -pubout`."),
+                code="private_key",
+            )
+        return value
+
+
 @admin.register(HmacSecret)
 class HmacSecretAdmin(CredentialAdmin):
-    """HTTP signature keys: an HMAC secret is shown once; a public key is registered."""
+    """HTTP signature keys: an HMAC secret is shown once; a public key is registered.
 
+    ``algorithm`` and ``public_key`` are read-only once issued (they are not in
+    ``editable_fields``): a new key means a rotation, which for a public-key
+    credential needs the client's new public key, so the CLI does it
+    (``manage.py rotate_credential hmac ID --public-key NEW.pem``); the rotate
+    action skips those and says so. ``secret_encrypted`` is never shown.
+    """
+
+    form = HmacSecretAdminForm
     identity_fields = ("key_id", "algorithm")
     add_fields = (*CredentialAdmin.add_fields, "algorithm", "public_key")
+
+    def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> list[tuple[Any, dict[str, Any]]]:
+        fieldsets = super().get_fieldsets(request, obj)
+        if obj is None or obj.algorithm not in self.model.ASYMMETRIC:
+            return fieldsets
+        # Public, so shown (read-only: not an editable field) next to the algorithm.
+        name, options = fieldsets[0]
+        fields = list(options["fields"])
+        fields.insert(fields.index("algorithm") + 1, "public_key")
+        return [(name, {**options, "fields": tuple(fields)}), *fieldsets[1:]]
+
+    def rotate_intro(self, request: HttpRequest, queryset: QuerySet[Any]) -> str:
+        intro = super().rotate_intro(request, queryset)
+        if not queryset.filter(algorithm__in=self.model.ASYMMETRIC).exists():
+            return intro
+        return format_html(
+            "{} {} <code>{}</code>.", intro,
+            gettext("Public-key (Ed25519, ECDSA) keys are skipped: their successor needs the "
+                    "client's new public key, so rotate them with"),
+            f"manage.py rotate_credential {self.model.credential_kind} ID --public-key NEW.pem",
+        )
+
+    def rotation_refused_message(self, credential: AbstractCredential, exc: ValidationError) -> str:
+        reason = super().rotation_refused_message(credential, exc)
+        needs_new_key = "public_key" in getattr(exc, "error_dict", {})
+        if not needs_new_key or getattr(credential, "algorithm", None) not in self.model.ASYMMETRIC:
+            return reason
+        return format_html(
+            "{}: {} <code>{}</code>", reason.rstrip("."), gettext("rotate it with"),
+            f"manage.py rotate_credential {credential.credential_kind} {credential.public_id} "
+            "--public-key NEW.pem",
+        )
 
 
 # -- audit admin ------------------------------------------------------------------
