@@ -129,6 +129,35 @@ class AppSettings:
         """Cache alias of the replay store (``default``; Redis in production)."""
         return str(self._setting("REPLAY_CACHE", "default"))
 
+    # -- client certificates (mTLS) ------------------------------------------
+
+    @property
+    def CLIENT_CERT_HEADERS(self) -> dict[str, str]:
+        """Forwarded-certificate headers and their formats, accepted only from
+        ``APIAUTH_TRUSTED_PROXIES``: ``{"X-SSL-Client-Cert": "nginx",
+        "X-Forwarded-Client-Cert": "envoy", "Client-Cert": "rfc9440"}``."""
+        return dict(self._setting("CLIENT_CERT_HEADERS", {
+            "X-SSL-Client-Cert": "nginx",
+            "X-Forwarded-Client-Cert": "envoy",
+            "Client-Cert": "rfc9440",
+        }))
+
+    @property
+    def CLIENT_CERT_VERIFY_HEADER(self) -> str:
+        """Header carrying the terminator's verification result (``SUCCESS``)."""
+        return str(self._setting("CLIENT_CERT_VERIFY_HEADER", "X-SSL-Client-Verify"))
+
+    @property
+    def CLIENT_CERT_FROM_ENVIRON(self) -> bool:
+        """Accept the WSGI ``SSL_CLIENT_CERT`` environ (set by the server, not a header)."""
+        return bool(self._setting("CLIENT_CERT_FROM_ENVIRON", True))
+
+    @property
+    def CRL_VALIDITY(self) -> timedelta:
+        """``nextUpdate`` of generated CRLs (7 days): regenerate well before it."""
+        value = self._setting("CRL_VALIDITY", timedelta(days=7))
+        return value if isinstance(value, timedelta) else timedelta(seconds=int(value))
+
     # -- audit -------------------------------------------------------------
 
     @property

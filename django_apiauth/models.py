@@ -7,7 +7,9 @@ swapping.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from datetime import timedelta
+from functools import lru_cache
+from typing import Any, ClassVar
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -161,6 +163,175 @@ class HmacSecret(AbstractHmacSecret):
 class AuditEventQuerySet(models.QuerySet):
     def for_credential(self, credential_id: str) -> AuditEventQuerySet:
         return self.filter(credential_id=credential_id)
+
+
+class CertificateAuthority(models.Model):
+    """The app's own certificate authority for client certificates (issue #4).
+
+    * ``slug``: public name in URLs (``/auth/ca/<slug>/crl.pem``).
+    * ``certificate_pem``: the CA certificate (public: give it to the TLS
+      terminator as ``ssl_client_certificate``).
+    * ``private_key_encrypted``: the CA key, AES-256-GCM encrypted at rest
+      like HMAC secrets, bound to the CA's fingerprint.
+    """
+
+    encrypted_fields: ClassVar[tuple[str, ...]] = ("private_key_encrypted",)
+
+    name = models.CharField(_("name"), max_length=100)
+    slug = models.SlugField(_("slug"), max_length=50, unique=True)
+    certificate_pem = models.TextField(_("certificate (PEM)"), editable=False)
+    fingerprint_sha256 = models.CharField(_("SHA-256 fingerprint"), max_length=64, unique=True,
+                                          editable=False)
+    private_key_encrypted = models.TextField(_("encrypted private key"), editable=False)
+    not_before = models.DateTimeField(_("valid from"), editable=False)
+    not_after = models.DateTimeField(_("valid until"), editable=False)
+    created_at = models.DateTimeField(_("created at"), default=timezone.now, editable=False)
+    is_active = models.BooleanField(_("active"), default=True,
+                                    help_text=_("Inactive CAs issue nothing new."))
+
+    class Meta:
+        verbose_name = _("certificate authority")
+        verbose_name_plural = _("certificate authorities")
+        ordering = ("name",)
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.slug})"
+
+    def encryption_context(self, field: str) -> str:
+        return f"django_apiauth.ca:{self.fingerprint_sha256}:{field}"
+
+    @property
+    def certificate(self) -> Any:
+        return _load_certificate(self.certificate_pem)
+
+    def private_key(self) -> Any:
+        from .ca import x509 as ca_x509
+
+        return ca_x509.load_private_key(encryption.decrypt(
+            self.private_key_encrypted, self.encryption_context("private_key_encrypted")
+        ))
+
+
+@lru_cache(maxsize=64)
+def _load_certificate(pem: str) -> Any:
+    from cryptography import x509 as crypto_x509
+
+    return crypto_x509.load_pem_x509_certificate(pem.encode())
+
+
+class AbstractClientCertificate(AbstractCredential):
+    """A client certificate pinned by its SHA-256 fingerprint (DESIGN §3).
+
+    Issued by the app's own CA (``ca`` set; the private key is generated on
+    the server and shown once, or the client's CSR is signed and the key never
+    touches the server), or registered from an uploaded PEM of another CA.
+    ``not_before`` / ``expires_at`` are the certificate's validity window, so
+    the core usability rule enforces it.
+    """
+
+    credential_kind: ClassVar[str] = "client_cert"
+    lookup_field: ClassVar[str] = "fingerprint_sha256"
+    secret_name: ClassVar[str] = "private_key"  # noqa: S105 (a label, not a secret)
+
+    KEY_TYPES = (("ec", _("EC P-256")), ("rsa", _("RSA 3072")))
+
+    fingerprint_sha256 = models.CharField(_("SHA-256 fingerprint"), max_length=64, unique=True,
+                                          editable=False)
+    ca = models.ForeignKey(
+        CertificateAuthority, null=True, blank=True, on_delete=models.PROTECT,
+        related_name="%(app_label)s_%(class)s_set", verbose_name=_("certificate authority"),
+    )
+    common_name = models.CharField(_("common name"), max_length=64, blank=True, default="")
+    key_type = models.CharField(_("key type"), max_length=8, choices=KEY_TYPES, default="ec")
+    certificate_pem = models.TextField(
+        _("certificate (PEM)"), blank=True, default="",
+        help_text=_("To register a certificate of another CA (or a signed CSR); leave empty "
+                    "to issue a new key and certificate from the CA."),
+    )
+    subject = models.CharField(_("subject"), max_length=1000, blank=True, default="", editable=False)
+    issuer = models.CharField(_("issuer"), max_length=1000, blank=True, default="", editable=False)
+    serial = models.CharField(_("serial (hex)"), max_length=64, blank=True, default="", editable=False)
+    sans = models.JSONField(_("subject alternative names"), default=list, blank=True, editable=False)
+
+    class Meta(AbstractCredential.Meta):
+        abstract = True
+        verbose_name = _("client certificate")
+        verbose_name_plural = _("client certificates")
+
+    def generate_secret(self) -> str:
+        """Register ``certificate_pem``, or issue a key and certificate from ``ca``.
+
+        Returns the new private key (PEM, shown once) when the server made it,
+        else ``""``.
+        """
+        from .ca import x509 as ca_x509
+
+        secret = ""
+        if not self.certificate_pem.strip():
+            if self.ca is None:
+                raise ValidationError({"certificate_pem": _(
+                    "Paste the certificate to register, or choose a certificate authority to issue one."
+                )})
+            if not self.ca.is_active:
+                raise ValidationError({"ca": _("This certificate authority is inactive.")})
+            common_name = self.common_name or self.name
+            key = ca_x509.new_private_key(self.key_type)
+            not_after = self.expires_at or (timezone.now() + timedelta(days=365))
+            cert = ca_x509.build_client_certificate(
+                ca_cert=self.ca.certificate, ca_key=self.ca.private_key(),
+                public_key=key.public_key(), common_name=common_name, not_after=not_after,
+                owner_uri=f"urn:django-apiauth:user:{self.owner.pk}",
+            )
+            self.certificate_pem = ca_x509.certificate_pem(cert)
+            self.common_name = common_name
+            secret = ca_x509.private_key_pem(key)
+        try:
+            der = ca_x509.pem_to_der(self.certificate_pem)
+            facts = ca_x509.facts_from_der(der)
+        except ca_x509.CertificateError as exc:
+            raise ValidationError({"certificate_pem": str(exc)}) from None
+        if facts.is_ca:
+            raise ValidationError({"certificate_pem": _(
+                "This is a CA certificate, not a client certificate."
+            )})
+        if not facts.client_auth:
+            raise ValidationError({"certificate_pem": _(
+                "The certificate lacks the clientAuth extended key usage."
+            )})
+        if self.ca is not None and not ca_x509.verify_issued_by(
+            _load_certificate(self.certificate_pem.strip()), self.ca.certificate
+        ):
+            raise ValidationError({"certificate_pem": _("This certificate was not issued by this CA.")})
+        self.fingerprint_sha256 = facts.fingerprint_sha256
+        self.subject, self.issuer, self.serial = facts.subject, facts.issuer, facts.serial
+        self.sans = list(facts.sans)
+        self.common_name = self.common_name or facts.common_name
+        self.not_before = facts.not_before
+        self.expires_at = min(facts.not_after, self.expires_at) if self.expires_at else facts.not_after
+        return secret
+
+    def successor_fields(self) -> dict[str, object]:
+        # A CA-issued certificate rotates to a fresh key and certificate from the
+        # same CA; a registered one needs the new certificate (certificate_pem=…).
+        return {"ca": self.ca, "common_name": self.common_name, "key_type": self.key_type,
+                "certificate_pem": ""}
+
+    def to_public_dict(self) -> dict[str, object]:
+        return {
+            **super().to_public_dict(),
+            "fingerprint_sha256": self.fingerprint_sha256, "subject": self.subject,
+            "issuer": self.issuer, "serial": self.serial, "sans": list(self.sans),
+            "ca": self.ca.slug if self.ca_id else None,
+        }
+
+
+class ClientCertificate(AbstractClientCertificate):
+    objects = CredentialQuerySet.as_manager()
+
+    class Meta(AbstractClientCertificate.Meta):
+        ordering = ("-created_at",)
+        indexes = [models.Index(fields=["owner", "-created_at"], name="apiauth_cert_owner"),
+                   models.Index(fields=["ca", "revoked_at"], name="apiauth_cert_ca_revoked")]
 
 
 _FAILURE = models.Q(outcome="failure")

@@ -8,4 +8,6 @@ app_name = "django_apiauth"
 
 urlpatterns = [
     path("", views.index, name="index"),
+    path("ca/<slug:slug>/ca.pem", views.ca_certificate, name="ca_certificate"),
+    path("ca/<slug:slug>/crl.pem", views.ca_crl, name="ca_crl"),
 ]

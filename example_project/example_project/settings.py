@@ -133,10 +133,15 @@ STATIC_URL = "static/"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 LOGIN_URL = "/admin/login/"
 
+# Only the TLS terminator may forward client certificates (and X-Forwarded-For).
+# The shipped nginx config (deploy/nginx-mtls.conf) connects from 127.0.0.2.
+APIAUTH_TRUSTED_PROXIES = os.environ.get("APIAUTH_TRUSTED_PROXIES", "").split()
+
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "django_apiauth.schemes.api_key.ApiKeyAuthentication",
         "django_apiauth.schemes.http_signature.HttpSignatureAuthentication",
+        "django_apiauth.schemes.client_cert.ClientCertificateAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["django_apiauth.permissions.HasScopes"],
 }

@@ -94,7 +94,9 @@ def test_missing_header(client):
     response = client.get(WHOAMI)
     assert response.status_code == 401
     # No credential: every scheme the view accepts is offered (RFC 9110 §11.6.1).
-    assert response["WWW-Authenticate"] == 'Api-Key realm="api", Signature realm="api"'
+    assert response["WWW-Authenticate"] == (
+        'Api-Key realm="api", Signature realm="api", ClientCert realm="api"'
+    )
     row = only_row()
     assert (row.event, row.outcome, row.reason) == ("authorize", "failure", "missing")
 

@@ -1,0 +1,80 @@
+"""The certificate authority's operations: create, sign a CSR, publish the CRL."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from ..app_settings import app_settings
+from ..core import audit, encryption, reasons
+from ..models import CertificateAuthority, ClientCertificate
+from . import x509 as ca_x509
+
+
+def create_ca(*, name: str, slug: str, days: int = 3650, key_type: str = "ec",
+              actor: Any = None) -> CertificateAuthority:
+    """Generate a CA key and self-signed certificate; store the key encrypted."""
+    key = ca_x509.new_private_key(key_type)
+    cert = ca_x509.build_ca(name, days, key)
+    facts = ca_x509.describe(cert)
+    ca = CertificateAuthority(
+        name=name, slug=slug, certificate_pem=ca_x509.certificate_pem(cert),
+        fingerprint_sha256=facts.fingerprint_sha256,
+        not_before=facts.not_before, not_after=facts.not_after,
+    )
+    ca.private_key_encrypted = encryption.encrypt(
+        ca_x509.private_key_pem(key).encode(), ca.encryption_context("private_key_encrypted")
+    )
+    ca.full_clean()
+    with transaction.atomic():
+        ca.save()
+        audit.record(
+            event="ca.created", scheme="client_cert", outcome=audit.SUCCESS, reason=reasons.ISSUED,
+            credential_id=ca.slug,
+            detail={"actor": actor.get_username() if actor is not None else None,
+                    "fingerprint_sha256": ca.fingerprint_sha256},
+        )
+    return ca
+
+
+def sign_csr(ca: CertificateAuthority, csr_pem: str, *, owner: Any, not_after: datetime) -> str:
+    """Sign a client's CSR (its private key never reaches the server); return the PEM.
+
+    Only the CSR's public key is used: subject and extensions are set by the CA
+    (common name from the CSR, clientAuth EKU, owner URI SAN).
+    """
+    csr = ca_x509.load_csr(csr_pem)
+    from cryptography.x509.oid import NameOID
+
+    cns = csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    common_name = str(cns[0].value)[:64] if cns else f"user-{owner.pk}"
+    cert = ca_x509.build_client_certificate(
+        ca_cert=ca.certificate, ca_key=ca.private_key(), public_key=csr.public_key(),
+        common_name=common_name, not_after=not_after,
+        owner_uri=f"urn:django-apiauth:user:{owner.pk}",
+    )
+    return ca_x509.certificate_pem(cert)
+
+
+def crl_pem(ca: CertificateAuthority, *, now: datetime | None = None) -> str:
+    """A fresh CRL of ``ca``: every revoked certificate it issued that has not expired.
+
+    The CRL number is the generation time in seconds, so it increases
+    monotonically (RFC 5280 §5.2.3) without a database write per download.
+    """
+    now = now or timezone.now()
+    revoked = list(
+        ClientCertificate.objects.filter(ca=ca, revoked_at__isnull=False)
+        .exclude(expires_at__lte=now - timedelta(days=1))
+        .values_list("serial", "revoked_at")
+    )
+    crl = ca_x509.build_crl(
+        ca_cert=ca.certificate, ca_key=ca.private_key(), revoked=revoked,
+        crl_number=int(now.timestamp()), next_update=app_settings.CRL_VALIDITY,
+    )
+    from cryptography.hazmat.primitives import serialization
+
+    return crl.public_bytes(serialization.Encoding.PEM).decode()
