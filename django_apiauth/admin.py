@@ -31,19 +31,21 @@ from functools import cached_property
 from typing import Any, ClassVar, cast
 from urllib.parse import urlencode
 
+from cryptography import x509 as crypto_x509
+from cryptography.hazmat.primitives.asymmetric import rsa
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
-from django.contrib.admin.utils import flatten_fieldsets
+from django.contrib.admin.utils import flatten_fieldsets, unquote
 from django.contrib.admin.views.main import ChangeList
 from django.contrib.auth import get_user_model
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
 from django.db import connections, router, transaction
-from django.db.models import Max, Min, Q, QuerySet
-from django.http import HttpRequest, HttpResponse
+from django.db.models import Count, Max, Min, Q, QuerySet
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
-from django.urls import NoReverseMatch, reverse
+from django.urls import NoReverseMatch, path, reverse
 from django.utils import formats, timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
@@ -52,10 +54,19 @@ from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
 
 from .app_settings import app_settings
-from .core import lifecycle, reasons
+from .ca import authority as ca_authority
+from .ca import x509 as ca_x509
+from .core import audit, lifecycle, reasons
 from .core.durations import format_duration, parse_duration
 from .core.models import AbstractCredential, CredentialQuerySet
-from .models import ApiKey, AuditEvent, HmacSecret
+from .models import (
+    AbstractClientCertificate,
+    ApiKey,
+    AuditEvent,
+    CertificateAuthority,
+    ClientCertificate,
+    HmacSecret,
+)
 
 #: Display names of the states a credential can be in, as shown in the list.
 EXPIRING = "expiring"
@@ -587,6 +598,555 @@ class HmacSecretAdmin(CredentialAdmin):
             "{}: {} <code>{}</code>", reason.rstrip("."), gettext("rotate it with"),
             f"manage.py rotate_credential {credential.credential_kind} {credential.public_id} "
             "--public-key NEW.pem",
+        )
+
+
+# -- client certificates and their certificate authorities -------------------------
+
+
+def _short_fingerprint(fingerprint: str) -> SafeString | str:
+    """The first 16 hex digits of a SHA-256 fingerprint; the whole one on hover."""
+    if not fingerprint:
+        return "—"
+    return format_html('<span title="{}">{}…</span>', fingerprint, fingerprint[:16])
+
+
+def _pem_block(pem: str) -> SafeString:
+    return format_html('<pre class="apiauth-pem">{}</pre>', pem.strip())
+
+
+class CertificateAuthorityAddForm(forms.ModelForm):
+    """Create a CA: the key is generated on the server, stored encrypted, never shown."""
+
+    days = forms.IntegerField(
+        label=_("Valid for (days)"), min_value=1, max_value=36500, initial=3650,
+        help_text=_("Lifetime of the CA certificate; the certificates it issues never outlive it."),
+    )
+    key_type = forms.ChoiceField(
+        label=_("Key type"), choices=ClientCertificate.KEY_TYPES, initial="ec",
+    )
+
+    class Meta:
+        model = CertificateAuthority
+        fields = ("name", "slug")
+
+
+@admin.register(CertificateAuthority)
+class CertificateAuthorityAdmin(admin.ModelAdmin):
+    """The app's certificate authorities.
+
+    Creating one calls :func:`django_apiauth.ca.authority.create_ca`: the
+    private key is generated on the server and stored encrypted; it is never
+    shown, not even encrypted. Afterwards only the name and ``is_active`` can
+    change. A CA with certificates (revoked ones included) cannot be deleted
+    (``PROTECT``): the delete page says so and suggests deactivating it.
+    """
+
+    list_display = (
+        "name", "slug", "fingerprint_display", "not_after", "is_active", "certificate_count", "links",
+    )
+    list_filter = ("is_active",)
+    search_fields = ("name", "^slug")
+    actions = None  # no bulk delete: a CA is deleted, if ever, one at a time
+    editable_fields: ClassVar[tuple[str, ...]] = ("name", "is_active")
+
+    @cached_property
+    def _certificates_query_name(self) -> str:
+        return ClientCertificate._meta.get_field("ca").related_query_name()
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
+        return super().get_queryset(request).annotate(
+            _certificate_count=Count(self._certificates_query_name),
+        )
+
+    def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False,
+                 **kwargs: Any) -> type[forms.ModelForm]:
+        if obj is None:
+            kwargs["form"] = CertificateAuthorityAddForm
+        return super().get_form(request, obj, change, **kwargs)
+
+    def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> list[tuple[Any, dict[str, Any]]]:
+        if obj is None:
+            return [(None, {
+                "fields": ("name", "slug", "days", "key_type"),
+                "description": _(
+                    "A new key is generated on the server and stored encrypted; it is never shown. "
+                    "Give the CA certificate to the TLS terminator (nginx "
+                    "<code>ssl_client_certificate</code>) and fetch its CRL regularly."
+                ),
+            })]
+        return [
+            (None, {"fields": ("name", "slug", "is_active", "certificate_count", "links")}),
+            (_("CA certificate"), {"fields": (
+                "fingerprint_sha256", "subject", "not_before", "not_after", "created_at",
+                "certificate_display",
+            )}),
+        ]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Sequence[str]:
+        if obj is None:
+            return ()
+        shown = flatten_fieldsets(self.get_fieldsets(request, obj))
+        return tuple(f for f in shown if f not in self.editable_fields)
+
+    # -- display ------------------------------------------------------------
+
+    @admin.display(description=_("SHA-256 fingerprint"), ordering="fingerprint_sha256")
+    def fingerprint_display(self, obj: CertificateAuthority) -> SafeString | str:
+        return _short_fingerprint(obj.fingerprint_sha256)
+
+    @admin.display(description=_("certificates"), ordering="_certificate_count")
+    def certificate_count(self, obj: CertificateAuthority) -> int:
+        count = getattr(obj, "_certificate_count", None)
+        return self._count_certificates(obj) if count is None else int(count)
+
+    @admin.display(description=_("public URLs"))
+    def links(self, obj: CertificateAuthority) -> SafeString | str:
+        try:
+            cert_url = reverse("django_apiauth:ca_certificate", args=[obj.slug])
+            crl_url = reverse("django_apiauth:ca_crl", args=[obj.slug])
+        except NoReverseMatch:  # the project did not mount django_apiauth.urls
+            return self.get_empty_value_display()
+        return format_html(
+            '<a href="{}">{}</a> · <a href="{}">{}</a>',
+            cert_url, gettext("CA certificate"), crl_url, gettext("CRL"),
+        )
+
+    @admin.display(description=_("subject"))
+    def subject(self, obj: CertificateAuthority) -> str:
+        return ca_x509.describe(obj.certificate, obj.fingerprint_sha256).subject
+
+    @admin.display(description=_("certificate (PEM)"))
+    def certificate_display(self, obj: CertificateAuthority) -> SafeString:
+        return _pem_block(obj.certificate_pem)
+
+    def _count_certificates(self, obj: CertificateAuthority) -> int:
+        return ClientCertificate._default_manager.filter(ca=obj).count()
+
+    # -- create, change, delete -----------------------------------------------
+
+    def save_model(self, request: HttpRequest, obj: Any, form: forms.ModelForm, change: bool) -> None:
+        if change:
+            changed = [f for f in form.changed_data if f in self.editable_fields]
+            if not changed:
+                return
+            with transaction.atomic(using=router.db_for_write(self.model)):
+                obj.save(update_fields=changed)
+                audit.record(
+                    event="ca.changed", scheme=ClientCertificate.credential_kind,
+                    outcome=audit.SUCCESS, reason=reasons.CHANGED, credential_id=obj.slug,
+                    detail={"actor": request.user.get_username(), "via": "admin",
+                            "changed": {f: getattr(obj, f) for f in changed}},
+                )
+            return
+        ca = ca_authority.create_ca(
+            name=form.cleaned_data["name"], slug=form.cleaned_data["slug"],
+            days=form.cleaned_data["days"], key_type=form.cleaned_data["key_type"],
+            actor=request.user, via="admin",
+        )
+        # The admin carries on (log entry, redirect) with ``obj``: make it the created row.
+        for field in obj._meta.concrete_fields:
+            setattr(obj, field.attname, getattr(ca, field.attname))
+        obj._state.adding = False
+        obj._state.db = ca._state.db
+
+    def delete_view(self, request: HttpRequest, object_id: str,
+                    extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        obj = self.get_object(request, unquote(object_id))
+        if obj is not None and self.has_delete_permission(request, obj):
+            count = self._count_certificates(obj)
+            if count:
+                self.message_user(request, ngettext(
+                    "The certificate authority “%(name)s” cannot be deleted: %(count)d client "
+                    "certificate was issued or registered under it (revoked ones count too, the "
+                    "CRL needs them). Uncheck “active” instead: it then issues nothing new.",
+                    "The certificate authority “%(name)s” cannot be deleted: %(count)d client "
+                    "certificates were issued or registered under it (revoked ones count too, "
+                    "the CRL needs them). Uncheck “active” instead: it then issues nothing new.",
+                    count,
+                ) % {"name": str(obj), "count": count}, messages.ERROR)
+                return HttpResponseRedirect(reverse(
+                    f"{self.admin_site.name}:{self.opts.app_label}_{self.opts.model_name}_change",
+                    args=(obj.pk,), current_app=self.admin_site.name,
+                ))
+        return super().delete_view(request, object_id, extra_context)
+
+    def delete_model(self, request: HttpRequest, obj: Any) -> None:
+        with transaction.atomic(using=router.db_for_write(self.model)):
+            audit.record(
+                event="ca.deleted", scheme=ClientCertificate.credential_kind,
+                outcome=audit.SUCCESS, reason=reasons.DELETED, credential_id=obj.slug,
+                detail={"actor": request.user.get_username(), "via": "admin",
+                        "fingerprint_sha256": obj.fingerprint_sha256},
+            )
+            obj.delete()
+
+
+MODE_ISSUE = "issue"
+MODE_CSR = "csr"
+MODE_REGISTER = "register"
+CERTIFICATE_MODES = (
+    (MODE_ISSUE, _("Issue a new key and certificate from a certificate authority (the private key "
+                   "is shown once)")),
+    (MODE_CSR, _("Sign the client's certificate signing request (CSR) with a certificate authority "
+                 "(the private key stays on the client)")),
+    (MODE_REGISTER, _("Register a certificate of another CA (PEM, pasted or uploaded)")),
+)
+#: Largest certificate file the register form reads.
+MAX_UPLOAD_BYTES = 64 * 1024
+
+
+class ClientCertificateAddForm(CredentialAdminForm):
+    """Add form of client certificates: issue, sign a CSR or register a PEM.
+
+    Everything the model would refuse when issuing (bad PEM, a CA certificate,
+    no clientAuth EKU, a CSR whose signature does not verify, a certificate
+    already registered) is a form error here, never an error while saving.
+    A pasted private key is refused and not sent back in the redisplayed form.
+    """
+
+    mode = forms.ChoiceField(
+        label=_("How"), choices=CERTIFICATE_MODES, initial=MODE_ISSUE, widget=forms.RadioSelect,
+    )
+    csr_pem = forms.CharField(
+        label=_("Certificate signing request (PEM)"), required=False, strip=True,
+        widget=forms.Textarea(attrs={"rows": 8, "cols": 70, "spellcheck": "false"}),
+        help_text=_("“-----BEGIN CERTIFICATE REQUEST-----”, e.g. from "
+                    "`openssl req -new -key client.key -subj /CN=client`. Only its public key and "
+                    "common name are used."),
+    )
+    certificate_file = forms.FileField(
+        label=_("Certificate file"), required=False,
+        help_text=_("Instead of pasting: a PEM or DER certificate file."),
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        ca_field = self.fields.get("ca")
+        if isinstance(ca_field, forms.ModelChoiceField):
+            ca_field.queryset = ca_field.queryset.filter(is_active=True)  # type: ignore[union-attr]
+            ca_field.help_text = _(
+                "Issues the certificate or signs the CSR. When registering, optional: the CA "
+                "that issued the pasted certificate, if it is one of these."
+            )
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        mode = cleaned.get("mode")
+        if mode == MODE_ISSUE:
+            self._clean_issue(cleaned)
+        elif mode == MODE_CSR:
+            self._clean_csr(cleaned)
+        elif mode == MODE_REGISTER:
+            self._clean_register(cleaned)
+        return cleaned
+
+    # -- modes --------------------------------------------------------------
+
+    def _clean_issue(self, cleaned: dict[str, Any]) -> None:
+        cleaned["certificate_pem"] = ""
+        self._require_ca(cleaned, gettext("Choose the certificate authority that issues the certificate."))
+
+    def _clean_csr(self, cleaned: dict[str, Any]) -> None:
+        ca = self._require_ca(cleaned, gettext("Choose the certificate authority that signs the CSR."))
+        csr_pem: str = cleaned.get("csr_pem", "")
+        if self._refuse_private_key("csr_pem", csr_pem):
+            return
+        if not csr_pem:
+            self.add_error("csr_pem", gettext("Paste the client's certificate signing request."))
+            return
+        try:
+            ca_x509.load_csr(csr_pem)
+        except ca_x509.CertificateError as exc:
+            self.add_error("csr_pem", gettext("Not a usable CSR: %(problem)s.") % {"problem": exc})
+            return
+        except Exception:  # unsupported algorithms and other parser refusals
+            self.add_error("csr_pem", gettext("Not a usable CSR: it could not be parsed."))
+            return
+        owner = cleaned.get("owner")
+        if ca is None or owner is None or self.errors:
+            return  # sign only what will be issued
+        expires_at = cleaned.get("expires_at") or timezone.now() + timedelta(days=365)
+        try:
+            pem = ca_authority.sign_csr(ca, csr_pem, owner=owner, not_after=expires_at)
+        except Exception:  # cryptography parses the CSR lazily: a malformed subject fails here
+            self.add_error("csr_pem", gettext("The CSR could not be signed: it could not be parsed."))
+            return
+        cleaned["common_name"] = ""  # the certificate's, i.e. the CSR's
+        self._check_certificate(cleaned, pem, ca, "csr_pem")
+
+    def _clean_register(self, cleaned: dict[str, Any]) -> None:
+        pasted: str = (cleaned.get("certificate_pem") or "").strip()
+        upload = cleaned.get("certificate_file")
+        if self._refuse_private_key("certificate_pem", pasted):
+            return
+        if pasted and upload:
+            self.add_error("certificate_file", gettext("Paste the certificate or upload it, not both."))
+            return
+        pem = pasted
+        field = "certificate_pem"
+        if upload:
+            field = "certificate_file"
+            pem = self._read_upload(upload)
+            if not pem:
+                return
+        if not pem:
+            self.add_error("certificate_pem", gettext("Paste the certificate (PEM) or upload its file."))
+            return
+        self._check_certificate(cleaned, pem, cleaned.get("ca"), field)
+
+    # -- helpers -------------------------------------------------------------
+
+    def _require_ca(self, cleaned: dict[str, Any], message: str) -> CertificateAuthority | None:
+        ca: CertificateAuthority | None = cleaned.get("ca")
+        if ca is None:
+            if "ca" not in self.errors:
+                self.add_error("ca", message)
+            return None
+        if not ca.is_active:
+            self.add_error("ca", gettext("This certificate authority is inactive."))
+            return None
+        if ca.not_after <= timezone.now():
+            self.add_error("ca", gettext("This certificate authority has expired."))
+            return None
+        return ca
+
+    def _refuse_private_key(self, field: str, value: str) -> bool:
+        if "PRIVATE KEY" not in value:
+            return False
+        data = self.data.copy()
+        data[self.add_prefix(field)] = ""
+        self.data = data
+        self.add_error(field, ValidationError(
+            _("This is a private key: keep it on the client, never paste it anywhere. Paste "
+              "the certificate (“-----BEGIN CERTIFICATE-----”) or the certificate signing "
+              "request (“-----BEGIN CERTIFICATE REQUEST-----”)."),
+            code="private_key",
+        ))
+        return True
+
+    def _read_upload(self, upload: Any) -> str:
+        if upload.size > MAX_UPLOAD_BYTES:
+            self.add_error("certificate_file", gettext("This file is too large for a certificate."))
+            return ""
+        data: bytes = upload.read(MAX_UPLOAD_BYTES + 1)
+        if b"-----BEGIN" in data:
+            try:
+                return data.decode("ascii")
+            except UnicodeDecodeError:
+                self.add_error("certificate_file", gettext("This PEM file is not ASCII text."))
+                return ""
+        try:  # a DER file: the model takes PEM
+            return ca_x509.certificate_pem(crypto_x509.load_der_x509_certificate(data))
+        except ValueError:
+            self.add_error("certificate_file", gettext("This file is neither a PEM nor a DER certificate."))
+            return ""
+
+    def _check_certificate(self, cleaned: dict[str, Any], pem: str, ca: CertificateAuthority | None,
+                           field: str) -> None:
+        """What the model checks when it registers ``pem``, run now, as form errors on ``field``."""
+        model = cast(type[AbstractClientCertificate], self._meta.model)
+        probe = model(certificate_pem=pem, ca=ca, expires_at=cleaned.get("expires_at"))
+        try:
+            probe.generate_secret()  # with a PEM: parses and checks, generates nothing
+        except ValidationError as exc:
+            by_field = exc.error_dict if hasattr(exc, "error_dict") else {None: exc.error_list}
+            for name, errors in by_field.items():
+                target = field if name in (None, "certificate_pem") or name not in self.fields else name
+                for error in errors:
+                    self.add_error(target, error)
+            return
+        except Exception:
+            # cryptography parses extensions lazily: a malformed or duplicate one
+            # raises its own errors (ValueError, DuplicateExtension, ...).
+            self.add_error(field, gettext("Not a usable certificate: its extensions could not be parsed."))
+            return
+        if probe.expires_at is not None and probe.expires_at <= timezone.now():
+            self.add_error(field, gettext("This certificate has expired."))
+            return
+        existing = model._default_manager.filter(fingerprint_sha256=probe.fingerprint_sha256).first()
+        if existing is not None:
+            self.add_error(field, gettext("This certificate is already registered: “%(name)s”.") % {
+                "name": str(existing)})
+            return
+        cleaned["certificate_pem"] = pem.strip() + "\n"
+        public_key = crypto_x509.load_pem_x509_certificate(pem.strip().encode()).public_key()
+        cleaned["key_type"] = "rsa" if isinstance(public_key, rsa.RSAPublicKey) else "ec"
+
+
+@admin.register(ClientCertificate)
+class ClientCertificateAdmin(CredentialAdmin):
+    """Client certificates (mTLS), pinned by their SHA-256 fingerprint.
+
+    The add form issues a key and certificate from one of the app's CAs (the
+    private key is shown once, as a ``<pre>`` block), signs a client's CSR, or
+    registers a certificate of another CA; the last two show no secret. Once
+    issued, the certificate is read-only (a new one means a rotation) and only
+    the name, scopes and allowed IPs change. Rotating gives a CA-issued
+    certificate a new key and certificate; a registered one needs the client's
+    new certificate, so the CLI does it and the rotate action skips it.
+    """
+
+    add_form: ClassVar[type[forms.ModelForm]] = ClientCertificateAddForm
+    identity_fields = ("fingerprint_sha256", "common_name", "ca", "serial")
+    add_fields = (
+        "mode", "owner", "name", "scopes", "allowed_ips", "expires_at",
+        "ca", "common_name", "key_type", "csr_pem", "certificate_pem", "certificate_file",
+    )
+    editable_fields = ("name", "scopes", "allowed_ips")
+    list_filter = (*CredentialAdmin.list_filter, "ca")
+    list_select_related = ("owner", "ca")
+
+    def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False,
+                 **kwargs: Any) -> type[forms.ModelForm]:
+        if obj is None:
+            kwargs["form"] = self.add_form  # the modes exist only when adding
+        return super().get_form(request, obj, change, **kwargs)
+
+    def get_list_display(self, request: HttpRequest) -> Sequence[str]:
+        return ["fingerprint_display" if f == "fingerprint_sha256" else f
+                for f in super().get_list_display(request)]
+
+    def get_search_fields(self, request: HttpRequest) -> Sequence[str]:
+        if self.search_fields:
+            return self.search_fields
+        username_field = get_user_model().USERNAME_FIELD
+        return ["name", "^fingerprint_sha256", "^common_name", "^serial", "=ca__slug",
+                f"^owner__{username_field}"]
+
+    def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> list[tuple[Any, dict[str, Any]]]:
+        if obj is None:
+            return [
+                (None, {"fields": ("mode", "owner", "name", "scopes", "allowed_ips", "expires_at")}),
+                (_("Issue from a CA, or sign a CSR"), {
+                    "fields": ("ca", "common_name", "key_type", "csr_pem"),
+                    "description": _(
+                        "Issuing uses the common name (default: the name) and the key type; "
+                        "signing uses the CSR (its common name, its key). Without an expiry, "
+                        "certificates are valid for a year (never beyond the CA's validity)."
+                    ),
+                }),
+                (_("Register a certificate of another CA"), {
+                    "fields": ("certificate_pem", "certificate_file"),
+                    "description": _(
+                        "The certificate (never its private key) must have the clientAuth "
+                        "extended key usage and must not be a CA certificate."
+                    ),
+                }),
+            ]
+        fieldsets = super().get_fieldsets(request, obj)
+        certificate = (_("Certificate"), {"fields": (
+            "subject", "issuer", "sans_display", "key_type", "certificate_display",
+        )})
+        return [fieldsets[0], certificate, *fieldsets[1:]]
+
+    # -- display -------------------------------------------------------------------
+
+    @admin.display(description=_("SHA-256 fingerprint"), ordering="fingerprint_sha256")
+    def fingerprint_display(self, obj: AbstractClientCertificate) -> SafeString | str:
+        return _short_fingerprint(obj.fingerprint_sha256)
+
+    @admin.display(description=_("subject alternative names"))
+    def sans_display(self, obj: AbstractClientCertificate) -> SafeString | str:
+        if not obj.sans:
+            return self.get_empty_value_display()
+        return ", ".join(obj.sans)
+
+    @admin.display(description=_("certificate (PEM)"))
+    def certificate_display(self, obj: AbstractClientCertificate) -> SafeString | str:
+        if not obj.certificate_pem:
+            return self.get_empty_value_display()
+        return format_html('{}<a href="{}" download>{}</a>', _pem_block(obj.certificate_pem),
+                           self._download_url(obj), gettext("Download the certificate"))
+
+    def _download_url(self, obj: Any) -> str:
+        opts = self.opts
+        return reverse(
+            f"{self.admin_site.name}:{opts.app_label}_{opts.model_name}_certificate",
+            args=(obj.pk,), current_app=self.admin_site.name,
+        )
+
+    # -- certificate download (public) ---------------------------------------------
+
+    def get_urls(self) -> list[Any]:
+        opts = self.opts
+        return [
+            path(
+                "<path:object_id>/certificate.pem",
+                self.admin_site.admin_view(self.certificate_view),
+                name=f"{opts.app_label}_{opts.model_name}_certificate",
+            ),
+            *super().get_urls(),
+        ]
+
+    def certificate_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """The certificate as a PEM file (public: no private key is ever stored)."""
+        obj = self.get_object(request, unquote(object_id))
+        if obj is None or not obj.certificate_pem:
+            raise Http404
+        if not self.has_view_or_change_permission(request, obj):
+            raise PermissionDenied
+        response = HttpResponse(obj.certificate_pem, content_type="application/x-pem-file")
+        response["Content-Disposition"] = f'attachment; filename="cert-{obj.fingerprint_sha256[:16]}.pem"'
+        return response
+
+    # -- one-time private key -------------------------------------------------------
+
+    def secret_message(
+        self, credential: AbstractCredential, secret: str, *, rotated_from: AbstractCredential | None = None,
+    ) -> SafeString:
+        """The new private key as a ``<pre>`` block, with where to get the certificate."""
+        certificate = format_html('<a href="{}">{}</a>', self._download_url(credential),
+                                  gettext("download its certificate"))
+        if rotated_from is None:
+            intro = format_html(
+                gettext("The private key of the new client certificate “{name}” is below. Store it "
+                        "somewhere safe now (e.g. as client.key, mode 0600): it is not stored on the "
+                        "server and will not be shown again. Then {certificate}."),
+                name=str(credential), certificate=certificate,
+            )
+        else:
+            intro = format_html(
+                gettext("The private key of the new client certificate “{name}” replacing “{old}” is "
+                        "below. Store it somewhere safe now: it is not stored on the server and will "
+                        "not be shown again. Then {certificate}. The old certificate keeps working "
+                        "until {until}."),
+                name=str(credential), old=str(rotated_from), certificate=certificate,
+                until=_format_datetime(rotated_from.expires_at),
+            )
+        return format_html("{}{}", intro, _pem_block(secret))
+
+    # -- rotation ------------------------------------------------------------------
+
+    def rotate_intro(self, request: HttpRequest, queryset: QuerySet[Any]) -> str:
+        intro = gettext(
+            "Each selected client certificate issued by one of the app's CAs gets a successor "
+            "with a new private key and certificate from the same CA, and the same owner, "
+            "scopes and allowed IPs (also when the old key came from a CSR: the new key is made "
+            "on the server). The new private keys are shown once, on the next page. The old "
+            "certificates keep working during the grace period. Revoked and expired ones are "
+            "skipped."
+        )
+        if not queryset.filter(ca__isnull=True).exists():
+            return intro
+        return format_html(
+            "{} {} <code>{}</code>.", intro,
+            gettext("Certificates of other CAs are skipped: their successor is the client's new "
+                    "certificate, so rotate them with"),
+            f"manage.py rotate_credential {self.model.credential_kind} ID --certificate NEW.pem",
+        )
+
+    def rotation_refused_message(self, credential: AbstractCredential, exc: ValidationError) -> str:
+        reason = super().rotation_refused_message(credential, exc)
+        needs_certificate = "certificate_pem" in getattr(exc, "error_dict", {})
+        if not needs_certificate or getattr(credential, "ca_id", None) is not None:
+            return reason
+        return format_html(
+            "{} <code>{}</code>",
+            gettext("it is a certificate of another CA, so its successor is the client's new "
+                    "certificate: rotate it with"),
+            f"manage.py rotate_credential {credential.credential_kind} {credential.public_id} "
+            "--certificate NEW.pem",
         )
 
 

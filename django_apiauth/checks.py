@@ -77,6 +77,28 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
             hint="List your real host names in ALLOWED_HOSTS.",
             id="apiauth.W003",
         ))
+    if app_settings.AUDIT_DATABASE and app_settings.AUDIT_DATABASE not in settings.DATABASES:
+        errors.append(Error(
+            f"APIAUTH_AUDIT_DATABASE is {app_settings.AUDIT_DATABASE!r}, which is not in DATABASES.",
+            hint="Name an alias of DATABASES (every refusal would otherwise be a 503).",
+            id="apiauth.E006",
+        ))
+        return errors
+    replay_backend = settings.CACHES.get(app_settings.REPLAY_CACHE, {}).get("BACKEND", "")
+    if not replay_backend:
+        errors.append(Error(
+            f"APIAUTH_REPLAY_CACHE is {app_settings.REPLAY_CACHE!r}, which is not in CACHES.",
+            hint="Name an alias of CACHES (Redis in production).", id="apiauth.E007",
+        ))
+    elif not settings.DEBUG and not replay_backend.endswith(("RedisCache", "PyMemcacheCache",
+                                                              "PyLibMCCache")):
+        errors.append(Warning(
+            "The replay store (APIAUTH_REPLAY_CACHE) is a per-process or culling cache: with "
+            "several workers a signed request can be replayed against another one.",
+            hint="Use a shared cache such as django.core.cache.backends.redis.RedisCache "
+            "(a dedicated alias with maxmemory-policy noeviction).",
+            id="apiauth.W005",
+        ))
     audit_alias = app_settings.AUDIT_DATABASE or _audit_alias()
     if settings.DATABASES.get(audit_alias, {}).get("ATOMIC_REQUESTS"):
         errors.append(Warning(

@@ -272,9 +272,12 @@ class AbstractClientCertificate(AbstractCredential):
                 raise ValidationError({"certificate_pem": _(
                     "Paste the certificate to register, or choose a certificate authority to issue one."
                 )})
-            if not self.ca.is_active:
-                raise ValidationError({"ca": _("This certificate authority is inactive.")})
+            from .ca.authority import check_can_issue
+
+            check_can_issue(self.ca)
             common_name = self.common_name or self.name
+            if len(common_name) > 64:
+                raise ValidationError({"common_name": _("A common name has at most 64 characters.")})
             key = ca_x509.new_private_key(self.key_type)
             not_after = self.expires_at or (timezone.now() + timedelta(days=365))
             cert = ca_x509.build_client_certificate(
@@ -309,6 +312,28 @@ class AbstractClientCertificate(AbstractCredential):
         self.not_before = facts.not_before
         self.expires_at = min(facts.not_after, self.expires_at) if self.expires_at else facts.not_after
         return secret
+
+    def clean(self) -> None:
+        super().clean()
+        if not self.certificate_pem.strip() or not self.fingerprint_sha256:
+            return  # not issued yet: generate_secret() sets the window from the certificate
+        from .ca import x509 as ca_x509
+
+        try:
+            facts = ca_x509.facts_from_der(ca_x509.pem_to_der(self.certificate_pem))
+        except ca_x509.CertificateError as exc:
+            raise ValidationError({"certificate_pem": str(exc)}) from None
+        # The certificate's own window bounds the credential's: an operator may
+        # end it earlier, never extend it (Hash-only XFCC requests carry no
+        # notAfter, so the stored window is all that is checked for them).
+        if self.expires_at is None or self.expires_at > facts.not_after:
+            raise ValidationError({"expires_at": _(
+                "A client certificate credential cannot outlive its certificate (%(end)s)."
+            ) % {"end": facts.not_after.isoformat()}})
+        if self.not_before is None or self.not_before < facts.not_before:
+            raise ValidationError({"not_before": _(
+                "A client certificate credential cannot start before its certificate."
+            )})
 
     def successor_fields(self) -> dict[str, object]:
         # A CA-issued certificate rotates to a fresh key and certificate from the

@@ -27,8 +27,14 @@ def ca_certificate(request: HttpRequest, slug: str) -> HttpResponse:
 def ca_crl(request: HttpRequest, slug: str) -> HttpResponse:
     """A freshly signed CRL of the CA, for nginx ``ssl_crl`` (fetch it with cron + reload)."""
     from .ca.authority import crl_pem
+    from .core.encryption import DecryptionError
 
     ca = get_object_or_404(CertificateAuthority, slug=slug)
-    response = HttpResponse(crl_pem(ca), content_type="application/pkix-crl")
+    try:
+        body = crl_pem(ca)
+    except DecryptionError:
+        # The CA key cannot be read (encryption key removed): fail closed, loudly.
+        return HttpResponse("CRL temporarily unavailable.", status=503, content_type="text/plain")
+    response = HttpResponse(body, content_type="application/pkix-crl")
     response["Cache-Control"] = "no-store"
     return response

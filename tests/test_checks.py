@@ -51,3 +51,16 @@ def test_atomic_requests_loses_audit_rows_warning():
     databases = {"default": {**settings.DATABASES["default"], "ATOMIC_REQUESTS": True}}
     assert "apiauth.W004" in ids(DATABASES=databases)
     assert "apiauth.W004" not in ids()
+
+
+def test_misspelt_audit_database():
+    assert "apiauth.E006" in ids(APIAUTH_AUDIT_DATABASE="audti")
+
+
+def test_replay_cache_checks():
+    assert "apiauth.E007" in ids(APIAUTH_REPLAY_CACHE="nope")
+    found = ids(DEBUG=False, SILENCED_SYSTEM_CHECKS=[])
+    assert "apiauth.W005" in found
+    redis = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
+                         "LOCATION": "redis://127.0.0.1:1"}}
+    assert "apiauth.W005" not in ids(DEBUG=False, CACHES=redis, SILENCED_SYSTEM_CHECKS=[])

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
@@ -15,8 +16,10 @@ from . import x509 as ca_x509
 
 
 def create_ca(*, name: str, slug: str, days: int = 3650, key_type: str = "ec",
-              actor: Any = None) -> CertificateAuthority:
+              actor: Any = None, via: str | None = None) -> CertificateAuthority:
     """Generate a CA key and self-signed certificate; store the key encrypted."""
+    if not 0 < len(name) <= 64:
+        raise ValidationError({"name": "A CA name is its certificate's common name: 1 to 64 characters."})
     key = ca_x509.new_private_key(key_type)
     cert = ca_x509.build_ca(name, days, key)
     facts = ca_x509.describe(cert)
@@ -35,6 +38,7 @@ def create_ca(*, name: str, slug: str, days: int = 3650, key_type: str = "ec",
             event="ca.created", scheme="client_cert", outcome=audit.SUCCESS, reason=reasons.ISSUED,
             credential_id=ca.slug,
             detail={"actor": actor.get_username() if actor is not None else None,
+                    **({"via": via} if via else {}),
                     "fingerprint_sha256": ca.fingerprint_sha256},
         )
     return ca
@@ -46,7 +50,9 @@ def sign_csr(ca: CertificateAuthority, csr_pem: str, *, owner: Any, not_after: d
     Only the CSR's public key is used: subject and extensions are set by the CA
     (common name from the CSR, clientAuth EKU, owner URI SAN).
     """
+    check_can_issue(ca)
     csr = ca_x509.load_csr(csr_pem)
+    ca_x509.check_public_key(csr.public_key())
     from cryptography.x509.oid import NameOID
 
     cns = csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
@@ -59,6 +65,14 @@ def sign_csr(ca: CertificateAuthority, csr_pem: str, *, owner: Any, not_after: d
     return ca_x509.certificate_pem(cert)
 
 
+def check_can_issue(ca: CertificateAuthority, now: datetime | None = None) -> None:
+    now = now or timezone.now()
+    if not ca.is_active:
+        raise ValidationError({"ca": "This certificate authority is inactive."})
+    if ca.not_after <= now:
+        raise ValidationError({"ca": "This certificate authority has expired: create a new one."})
+
+
 def crl_pem(ca: CertificateAuthority, *, now: datetime | None = None) -> str:
     """A fresh CRL of ``ca``: every revoked certificate it issued that has not expired.
 
@@ -66,11 +80,20 @@ def crl_pem(ca: CertificateAuthority, *, now: datetime | None = None) -> str:
     monotonically (RFC 5280 §5.2.3) without a database write per download.
     """
     now = now or timezone.now()
-    revoked = list(
+    # Listed until the *certificate's* notAfter: a rotation shortens the
+    # credential's expires_at, but the TLS terminator would accept the
+    # certificate until its own end.
+    revoked = []
+    for serial, revoked_at, pem in (
         ClientCertificate.objects.filter(ca=ca, revoked_at__isnull=False)
-        .exclude(expires_at__lte=now - timedelta(days=1))
-        .values_list("serial", "revoked_at")
-    )
+        .values_list("serial", "revoked_at", "certificate_pem").iterator()
+    ):
+        try:
+            not_after = ca_x509.facts_from_der(ca_x509.pem_to_der(pem)).not_after
+        except ca_x509.CertificateError:
+            not_after = None  # unreadable: keep listing it
+        if not_after is None or not_after > now - timedelta(days=1):
+            revoked.append((serial, revoked_at))
     crl = ca_x509.build_crl(
         ca_cert=ca.certificate, ca_key=ca.private_key(), revoked=revoked,
         crl_number=int(now.timestamp()), next_update=app_settings.CRL_VALIDITY,

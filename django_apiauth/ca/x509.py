@@ -78,11 +78,14 @@ def facts_from_der(der: bytes) -> CertificateFacts:
 def _facts(fingerprint: str, der: bytes) -> CertificateFacts:
     try:
         cert = x509.load_der_x509_certificate(der)
-    except ValueError:
+    except Exception:  # ValueError, x509.InvalidVersion, …: all mean "not a certificate we read"
         raise CertificateError("not a valid DER certificate") from None
     if cert.public_bytes(serialization.Encoding.DER) != der:
         raise CertificateError("trailing or non-canonical data")
-    return describe(cert, fingerprint)
+    try:
+        return describe(cert, fingerprint)
+    except Exception:  # extensions are parsed lazily: ValueError, DuplicateExtension, …
+        raise CertificateError("the certificate's extensions could not be parsed") from None
 
 
 def describe(cert: x509.Certificate, fingerprint: str | None = None) -> CertificateFacts:
@@ -230,6 +233,18 @@ def build_client_certificate(
     if sans:
         builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
     return builder.sign(ca_key, _signing_hash(ca_key))
+
+
+def check_public_key(key: object) -> None:
+    """Refuse weak or unsupported client keys (RSA < 2048 bits, curves other than P-256/384)."""
+    if isinstance(key, rsa.RSAPublicKey):
+        if key.key_size < 2048:
+            raise CertificateError("RSA keys must have at least 2048 bits")
+    elif isinstance(key, ec.EllipticCurvePublicKey):
+        if not isinstance(key.curve, ec.SECP256R1 | ec.SECP384R1):
+            raise CertificateError("EC keys must be on P-256 or P-384")
+    elif not isinstance(key, ed25519.Ed25519PublicKey):
+        raise CertificateError("unsupported key type")
 
 
 def load_csr(pem: str) -> x509.CertificateSigningRequest:

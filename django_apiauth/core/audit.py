@@ -21,6 +21,7 @@ from typing import Any
 from django.db import DatabaseError, connections, router
 from django.http import HttpRequest
 from django.utils import timezone
+from django.utils.connection import ConnectionDoesNotExist
 
 from ..app_settings import app_settings
 from .net import client_ip
@@ -32,7 +33,9 @@ FAILURE = "failure"
 _UNSAFE = {c: "\ufffd" for c in (*range(0x00, 0x20), *range(0x7F, 0xA0))}
 _UNSAFE.update({c: "\ufffd" for c in (0x2028, 0x2029, *range(0x202A, 0x202F), *range(0x2066, 0x206A))})
 _SECRET_KEY_RE = re.compile(r"secret|key|token|pass|signature|credential|auth|cookie|pepper", re.I)
-_SAFE_DETAIL_KEYS = frozenset({"key_id", "keyid", "credential_id", "authorization_scheme"})
+_SAFE_DETAIL_KEYS = frozenset({
+    "key_id", "keyid", "credential_id", "authorization_scheme", "client_auth",
+})
 REDACTED = "********"
 
 
@@ -170,7 +173,10 @@ def record(
         "detail": clean_detail(detail),
     }
     alias = app_settings.AUDIT_DATABASE or router.db_for_write(AuditEvent)
-    connection = connections[alias]
+    try:
+        connection = connections[alias]
+    except ConnectionDoesNotExist:  # a misspelt APIAUTH_AUDIT_DATABASE (check apiauth.E006)
+        raise AuditUnavailable("ConnectionDoesNotExist") from None
     try:
         compiled = _compiled(connection)
         params = [

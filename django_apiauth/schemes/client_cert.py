@@ -152,7 +152,7 @@ def decode_envoy(value: str) -> _Certificate:
         if hash_value is not None and hash_value.lower() != decoded.fingerprint:
             raise ca_x509.CertificateError("XFCC Hash does not match Cert")
         return decoded
-    if hash_value is not None and _HEX64.match(hash_value.lower()):
+    if hash_value is not None and _HEX64.fullmatch(hash_value.lower()):
         return _Certificate(hash_value.lower(), None)
     raise ca_x509.CertificateError("XFCC element without Cert or Hash")
 

@@ -3,7 +3,8 @@
 Run it after putting a new key first in ``APIAUTH_ENCRYPTION_KEYS`` (or after
 rotating ``SECRET_KEY`` with the old one in ``SECRET_KEY_FALLBACKS``) and
 before removing the old key (DESIGN §3). Every credential model that declares
-``encrypted_fields`` is covered; every stored value is decrypted (so a value
+``encrypted_fields`` is covered, and so are the certificate authorities'
+private keys; every stored value is decrypted (so a value
 no configured key can read is found now, not at a client's next request) and
 those under an older key are written back under the current one.
 
@@ -21,9 +22,11 @@ from typing import Any
 
 from django.core.management.base import CommandError, CommandParser
 from django.db import router, transaction
+from django.db.models import Model
 
 from ...core import encryption, registry
 from ...core.models import AbstractCredential
+from ...models import CertificateAuthority
 from ._base import ApiAuthCommand
 
 BAR_WIDTH = 30
@@ -63,13 +66,26 @@ def encrypted_models() -> list[type[AbstractCredential]]:
     ]
 
 
-def _label(model: type[AbstractCredential]) -> str:
+def other_encrypted_models() -> list[type[Model]]:
+    """Encrypted models that are not credentials: the certificate authorities' keys."""
+    return [CertificateAuthority]
+
+
+def _label(model: type[Model]) -> str:
     return model._meta.label_lower
+
+
+def _public_id(obj: Any) -> str:
+    """What identifies a row to operators: a credential's public id, a CA's slug."""
+    if isinstance(obj, AbstractCredential):
+        return obj.public_id
+    return str(getattr(obj, "slug", obj.pk))
 
 
 class Command(ApiAuthCommand):
     help = (
-        "Re-encrypt every stored encrypted secret (e.g. HMAC signing keys) under the current "
+        "Re-encrypt every stored encrypted secret (HMAC signing keys, certificate authority "
+        "keys) under the current "
         "encryption key, the first of APIAUTH_ENCRYPTION_KEYS (or SECRET_KEY). Run it after "
         "adding a new key and before removing the old one. Secrets are never printed."
     )
@@ -88,13 +104,19 @@ class Command(ApiAuthCommand):
         dry_run: bool = options["dry_run"]
         counts = Counts()
         per_model: dict[str, dict[str, int]] = {}
-        work = [
-            (model, field_name, self._queryset(model, field_name))
-            for model in encrypted_models() for field_name in model.encrypted_fields  # type: ignore[attr-defined]
-        ]
-        counts.total = sum(queryset.count() for _model, _field, queryset in work)
+        credential_models = encrypted_models()
+        work = []
+        for model in [*credential_models, *other_encrypted_models()]:
+            for field_name in model.encrypted_fields:  # type: ignore[attr-defined]
+                queryset = self._queryset(model, field_name)
+                count = queryset.count()
+                # Credential models are always listed under "models"; the others
+                # (certificate authorities) only when they hold encrypted values.
+                if count or model in credential_models:
+                    work.append((model, field_name, queryset, count))
+        counts.total = sum(count for _model, _field, _queryset, count in work)
         current_key_id = encryption.current_key_id()
-        for model, field_name, queryset in work:
+        for model, field_name, queryset, _count in work:
             stats = per_model.setdefault(_label(model), {"total": 0, "reencrypted": 0, "current": 0,
                                                          "failed": 0})
             for batch in _batches(queryset, batch_size):
@@ -146,7 +168,7 @@ class Command(ApiAuthCommand):
     # -- work ------------------------------------------------------------------
 
     @staticmethod
-    def _queryset(model: type[AbstractCredential], field_name: str) -> Any:
+    def _queryset(model: type[Model], field_name: str) -> Any:
         # Read where we write: a lagging replica would only make every swap miss.
         using = router.db_for_write(model)
         return (
@@ -156,8 +178,8 @@ class Command(ApiAuthCommand):
             .order_by("pk")
         )
 
-    def _process(self, model: type[AbstractCredential], field_name: str,
-                 batch: list[AbstractCredential], counts: Counts, dry_run: bool) -> None:
+    def _process(self, model: type[Model], field_name: str,
+                 batch: list[Any], counts: Counts, dry_run: bool) -> None:
         using = router.db_for_write(model)
         with transaction.atomic(using=using):
             for obj in batch:
@@ -186,9 +208,9 @@ class Command(ApiAuthCommand):
                 else:
                     counts.changed_meanwhile += 1
 
-    def _report(self, model: type[AbstractCredential], obj: AbstractCredential, field_name: str,
+    def _report(self, model: type[Model], obj: Any, field_name: str,
                 error: str, counts: Counts) -> None:
-        failure = Failure(model=_label(model), id=obj.public_id, pk=obj.pk, field=field_name,
+        failure = Failure(model=_label(model), id=_public_id(obj), pk=obj.pk, field=field_name,
                           error=error)
         counts.failures.append(failure)
         if self._bar_in_place():
@@ -223,8 +245,8 @@ def _plain(text: str) -> str:
     return text
 
 
-def _batches(queryset: Any, size: int) -> Iterator[list[AbstractCredential]]:
-    batch: list[AbstractCredential] = []
+def _batches(queryset: Any, size: int) -> Iterator[list[Any]]:
+    batch: list[Any] = []
     for obj in queryset.iterator(chunk_size=size):
         batch.append(obj)
         if len(batch) >= size:
