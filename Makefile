@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 MANAGE := $(PY) example_project/manage.py
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint migrations-check bench docs clean
+.PHONY: venv system-deps demo test lint migrations-check bench docs clean
 
 venv: $(STAMP)
 
@@ -27,7 +27,12 @@ lint: venv
 migrations-check: venv
 	DJANGO_SETTINGS_MODULE=tests.settings PYTHONPATH=.:example_project $(PY) -m django makemigrations --check --dry-run django_apiauth
 
-test: venv lint migrations-check
+# Debian packages the suite's real peers need (nginx for the mTLS end-to-end
+# tests); installs only what is missing, never starts a system service.
+system-deps:
+	sh scripts/system-deps.sh
+
+test: venv system-deps lint migrations-check
 	$(VENV)/bin/pytest
 
 bench: venv
