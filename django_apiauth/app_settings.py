@@ -153,6 +153,14 @@ class AppSettings:
         return bool(self._setting("CLIENT_CERT_FROM_ENVIRON", True))
 
     @property
+    def CLIENT_CERT_CHAIN_CAS(self) -> tuple[str, ...]:
+        """Slugs of CAs whose client certificates are accepted *without* prior
+        registration (chain mode; default none: every certificate is pinned).
+        The first use registers the certificate for the owner that
+        ``ClientCertificateAuthentication.owner_for`` maps it to."""
+        return tuple(self._setting("CLIENT_CERT_CHAIN_CAS", ()))
+
+    @property
     def CRL_VALIDITY(self) -> timedelta:
         """``nextUpdate`` of generated CRLs (7 days): regenerate well before it."""
         value = self._setting("CRL_VALIDITY", timedelta(days=7))

@@ -182,7 +182,10 @@ class CertificateAuthority(models.Model):
     certificate_pem = models.TextField(_("certificate (PEM)"), editable=False)
     fingerprint_sha256 = models.CharField(_("SHA-256 fingerprint"), max_length=64, unique=True,
                                           editable=False)
-    private_key_encrypted = models.TextField(_("encrypted private key"), editable=False)
+    private_key_encrypted = models.TextField(
+        _("encrypted private key"), blank=True, default="", editable=False,
+        help_text=_("Empty for an imported CA of another organisation: trusted, never issues."),
+    )
     not_before = models.DateTimeField(_("valid from"), editable=False)
     not_after = models.DateTimeField(_("valid until"), editable=False)
     created_at = models.DateTimeField(_("created at"), default=timezone.now, editable=False)
@@ -204,9 +207,15 @@ class CertificateAuthority(models.Model):
     def certificate(self) -> Any:
         return _load_certificate(self.certificate_pem)
 
+    @property
+    def can_issue(self) -> bool:
+        return bool(self.private_key_encrypted)
+
     def private_key(self) -> Any:
         from .ca import x509 as ca_x509
 
+        if not self.private_key_encrypted:
+            raise ValueError(f"The CA {self.slug!r} was imported without its key: it cannot sign.")
         return ca_x509.load_private_key(encryption.decrypt(
             self.private_key_encrypted, self.encryption_context("private_key_encrypted")
         ))

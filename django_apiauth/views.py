@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from django.contrib.admin.views.decorators import staff_member_required
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.views.decorators.http import require_safe
 
@@ -30,6 +30,8 @@ def ca_crl(request: HttpRequest, slug: str) -> HttpResponse:
     from .core.encryption import DecryptionError
 
     ca = get_object_or_404(CertificateAuthority, slug=slug)
+    if not ca.can_issue:
+        raise Http404("An imported CA publishes its own CRL.")
     try:
         body = crl_pem(ca)
     except DecryptionError:

@@ -44,6 +44,41 @@ def create_ca(*, name: str, slug: str, days: int = 3650, key_type: str = "ec",
     return ca
 
 
+def import_ca(*, name: str, slug: str, certificate_pem: str, actor: Any = None,
+              via: str | None = None) -> CertificateAuthority:
+    """Trust another organisation's CA certificate (no key: it never issues here).
+
+    Used by chain mode (``APIAUTH_CLIENT_CERT_CHAIN_CAS``): certificates it
+    signed are accepted without prior registration, owner mapped by
+    :meth:`ClientCertificateAuthentication.owner_for`.
+    """
+    from cryptography import x509 as crypto_x509
+
+    try:
+        cert = crypto_x509.load_der_x509_certificate(ca_x509.pem_to_der(certificate_pem))
+        facts = ca_x509.describe(cert)
+    except Exception:
+        raise ValidationError({"certificate_pem": "Not exactly one PEM certificate."}) from None
+    if not facts.is_ca:
+        raise ValidationError({"certificate_pem": "This is not a CA certificate (basicConstraints CA:TRUE)."})
+    ca = CertificateAuthority(
+        name=name, slug=slug, certificate_pem=ca_x509.certificate_pem(cert),
+        fingerprint_sha256=facts.fingerprint_sha256,
+        not_before=facts.not_before, not_after=facts.not_after,
+    )
+    ca.full_clean()
+    with transaction.atomic():
+        ca.save()
+        audit.record(
+            event="ca.imported", scheme="client_cert", outcome=audit.SUCCESS, reason=reasons.ISSUED,
+            credential_id=ca.slug,
+            detail={"actor": actor.get_username() if actor is not None else None,
+                    **({"via": via} if via else {}),
+                    "fingerprint_sha256": ca.fingerprint_sha256},
+        )
+    return ca
+
+
 def sign_csr(ca: CertificateAuthority, csr_pem: str, *, owner: Any, not_after: datetime) -> str:
     """Sign a client's CSR (its private key never reaches the server); return the PEM.
 
@@ -67,6 +102,8 @@ def sign_csr(ca: CertificateAuthority, csr_pem: str, *, owner: Any, not_after: d
 
 def check_can_issue(ca: CertificateAuthority, now: datetime | None = None) -> None:
     now = now or timezone.now()
+    if not ca.can_issue:
+        raise ValidationError({"ca": "This CA was imported without its key: it cannot issue."})
     if not ca.is_active:
         raise ValidationError({"ca": "This certificate authority is inactive."})
     if ca.not_after <= now:

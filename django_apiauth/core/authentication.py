@@ -216,6 +216,15 @@ class CredentialAuthentication(ApiAuthentication):
     def get_scopes(self, credential: AbstractCredential, presented: Presented) -> frozenset[str]:
         return credential.scope_set
 
+    def resolve_unknown(self, request: HttpRequest, presented: Presented) -> AbstractCredential | None:
+        """Hook: a credential for a lookup value that is not stored (default: none).
+
+        A scheme may vouch for it another way (a certificate chaining to a
+        trusted CA) and register it; it is then verified and checked like any
+        stored credential.
+        """
+        return None
+
     def authenticate(self, request: Any) -> tuple[Any, Principal] | None:
         try:
             presented = self.extract(request)
@@ -231,6 +240,8 @@ class CredentialAuthentication(ApiAuthentication):
         credential: AbstractCredential | None = None
         try:
             credential = lookup(self.model, presented.lookup_value)
+            if credential is None:
+                credential = self.resolve_unknown(request, presented)
             try:
                 proof_ok = self.verify(request, presented, credential)
             except Refused as refused:

@@ -23,10 +23,11 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
-from typing import ClassVar
+from typing import Any, ClassVar
 from urllib.parse import unquote
 
 import http_sf
+from django.core.exceptions import ValidationError
 from django.http import HttpRequest
 from django.utils import timezone
 
@@ -34,9 +35,10 @@ from ..app_settings import app_settings
 from ..ca import x509 as ca_x509
 from ..core import reasons
 from ..core.authentication import CredentialAuthentication, Presented, Refused
+from ..core.lookup import lookup
 from ..core.models import AbstractCredential
 from ..core.net import peer_is_trusted_proxy
-from ..models import ClientCertificate
+from ..models import CertificateAuthority, ClientCertificate
 
 MAX_HEADER_LENGTH = 16 * 1024
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -47,20 +49,22 @@ def _meta_name(header: str) -> str:
 
 
 class _Certificate:
-    """A decoded certificate: fingerprint, and facts when the certificate itself was sent."""
+    """A decoded certificate: fingerprint, and facts and DER when the certificate itself was sent."""
 
-    __slots__ = ("facts", "fingerprint")
+    __slots__ = ("der", "facts", "fingerprint")
 
-    def __init__(self, fingerprint: str, facts: ca_x509.CertificateFacts | None) -> None:
+    def __init__(self, fingerprint: str, facts: ca_x509.CertificateFacts | None,
+                 der: bytes | None = None) -> None:
         self.fingerprint = fingerprint
         self.facts = facts
+        self.der = der
 
 
 @lru_cache(maxsize=4096)
 def decode_pem(value: str) -> _Certificate:
     der = ca_x509.pem_to_der(value)
     facts = ca_x509.facts_from_der(der)
-    return _Certificate(facts.fingerprint_sha256, facts)
+    return _Certificate(facts.fingerprint_sha256, facts, der)
 
 
 @lru_cache(maxsize=4096)
@@ -77,7 +81,7 @@ def decode_rfc9440(value: str) -> _Certificate:
     if not isinstance(item, bytes):
         raise ca_x509.CertificateError("Client-Cert is not a byte sequence")
     facts = ca_x509.facts_from_der(item)
-    return _Certificate(facts.fingerprint_sha256, facts)
+    return _Certificate(facts.fingerprint_sha256, facts, item)
 
 
 def parse_xfcc(value: str) -> list[dict[str, str]]:
@@ -199,6 +203,67 @@ class ClientCertificateAuthentication(CredentialAuthentication):
                 {"subject": certificate.facts.subject} if certificate.facts else {}
             )},
         )
+
+    def resolve_unknown(self, request: HttpRequest, presented: Presented) -> AbstractCredential | None:
+        """Chain mode: register a certificate signed by a CA in APIAUTH_CLIENT_CERT_CHAIN_CAS.
+
+        Only when the certificate itself was forwarded (a Hash-only XFCC cannot
+        be checked), it chains directly to one of those CAs (signature checked),
+        it passes the same EKU / CA-flag / validity rules, and :meth:`owner_for`
+        maps it to an active user. Anything else stays unknown.
+        """
+        slugs = app_settings.CLIENT_CERT_CHAIN_CAS
+        facts = presented.proof.facts
+        if not slugs or facts is None or facts.is_ca or not facts.client_auth:
+            return None
+        der = presented.proof.der
+        if der is None:
+            return None
+        from cryptography import x509 as crypto_x509
+
+        cert = crypto_x509.load_der_x509_certificate(der)
+        for ca in CertificateAuthority.objects.filter(slug__in=slugs, is_active=True):
+            if ca_x509.verify_issued_by(cert, ca.certificate):
+                break
+        else:
+            return None
+        owner = self.owner_for(facts, ca)
+        if owner is None or not owner.is_active:
+            return None
+        from ..core import lifecycle
+
+        pem = ca_x509.certificate_pem(cert)
+        try:
+            credential, _secret = lifecycle.issue(
+                self.model, owner=owner, name=(facts.common_name or facts.subject)[:100],
+                certificate_pem=pem, ca=ca, scopes=" ".join(self.chain_scopes(facts, ca)),
+                via="chain",
+            )
+        except ValidationError:
+            # A concurrent first use registered it (unique fingerprint): use that row.
+            return lookup(self.model, presented.lookup_value)
+        return credential
+
+    def owner_for(self, facts: ca_x509.CertificateFacts, ca: Any) -> Any:
+        """Map a chained certificate to a user. Override for your directory.
+
+        Default: the SAN URI ``urn:django-apiauth:user:<pk>`` (what this app's
+        CA writes), else a user whose username equals the certificate's CN.
+        """
+        from django.contrib.auth import get_user_model
+
+        User = get_user_model()
+        for san in facts.sans:
+            if san.startswith("URI:urn:django-apiauth:user:"):
+                pk = san.rsplit(":", 1)[1]
+                return User._default_manager.filter(pk=pk).first() if pk.isdigit() else None
+        if facts.common_name:
+            return User._default_manager.filter(**{User.USERNAME_FIELD: facts.common_name}).first()
+        return None
+
+    def chain_scopes(self, facts: ca_x509.CertificateFacts, ca: Any) -> list[str]:
+        """Scopes of an auto-registered certificate (default: none). Override to grant some."""
+        return []
 
     def verify(self, request: HttpRequest, presented: Presented,
                credential: AbstractCredential | None) -> bool:

@@ -46,6 +46,10 @@ class Command(ApiAuthCommand):
         parser.add_argument("--out", metavar="DIR",
                             help="Write the CA certificate to DIR/<slug>.ca.pem (0644) instead of "
                                  "printing it.")
+        parser.add_argument("--import-certificate", metavar="FILE", dest="import_certificate",
+                            help="Instead of creating a CA, trust another organisation's CA "
+                                 "certificate (PEM, no key: it never issues here), for chain mode "
+                                 "(APIAUTH_CLIENT_CERT_CHAIN_CAS).")
         super().add_arguments(parser)
 
     def run(self, *args: Any, **options: Any) -> None:
@@ -69,7 +73,19 @@ class Command(ApiAuthCommand):
             )
         out_dir = prepare_out_dir(options["out"]) if options["out"] else None
         try:
-            ca = authority.create_ca(name=name, slug=slug, days=days, key_type=options["key_type"], via="cli")
+            if options.get("import_certificate"):
+                try:
+                    pem = Path(options["import_certificate"]).read_text()[:64 * 1024]
+                except (OSError, UnicodeDecodeError) as exc:
+                    raise CommandError(f"--import-certificate: cannot read it: {exc}.") from None
+                if "PRIVATE KEY" in pem:
+                    raise CommandError("--import-certificate: that file holds a PRIVATE key; give "
+                                       "only the CA certificate.")
+                ca = authority.import_ca(name=name, slug=slug, certificate_pem=pem, via="cli")
+            else:
+                ca = authority.create_ca(
+                    name=name, slug=slug, days=days, key_type=options["key_type"], via="cli"
+                )
         except ValidationError as exc:
             raise CommandError(validation_message(exc, _OPTIONS)) from None
         except ValueError as exc:  # cryptography refusing a name, for instance
