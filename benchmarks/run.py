@@ -6,6 +6,12 @@ through Django's WSGI handler with a prebuilt environ, one process, variants
 interleaved (every round runs a batch of requests per variant, in shuffled
 order). Overhead = variant median - no-auth median.
 
+Informational rows, not targets: RFC 9421 HTTP message signatures
+(``HttpSignatureAuthentication`` + ``HasScopes``) with an hmac-sha256 and an
+ed25519 credential, in the same rounds. A signature is accepted once (replay
+protection), so every request carries its own signature, made (client work,
+not timed) just before its batch is timed.
+
 Part 2, lookup cost: ``ApiKeyAuthentication().authenticate()`` for the same
 key with 1, 10 000 and 1 000 000 API keys in the table (one database per
 size, sizes interleaved the same way).
@@ -59,7 +65,12 @@ VARIANTS: dict[str, tuple[str, str]] = {
     "drf_token": ("DRF authtoken TokenAuthentication", "drf-token"),
     "knox": ("django-rest-knox TokenAuthentication", "knox"),
     "ours_no_audit": ("django-apiauth, AUDIT_SUCCESS=False (info)", "ours"),
+    "sig_hmac": ("django-apiauth RFC 9421 hmac-sha256, audit (info)", "http-sig"),
+    "sig_ed25519": ("django-apiauth RFC 9421 ed25519, audit (info)", "http-sig"),
 }
+# The RFC 9421 rows (informational: no package in the comparison set implements
+# RFC 9421): variant -> the credential's algorithm. Each request is signed anew.
+SIGNED: dict[str, str] = {"sig_hmac": "hmac-sha256", "sig_ed25519": "ed25519"}
 
 
 # -- small helpers ------------------------------------------------------------------
@@ -170,7 +181,7 @@ class Environment:
 
         from benchmarks.views import BENCH_SCOPE
         from django_apiauth.core import lifecycle
-        from django_apiauth.models import ApiKey
+        from django_apiauth.models import ApiKey, HmacSecret
 
         user_model = get_user_model()
         user = user_model.objects.create_user(username="bench", password=None)
@@ -203,10 +214,60 @@ class Environment:
             "knox": f"Token {_flip_last(knox_token)}",
             "ours_no_audit": f"Api-Key {_wrong_ours_key(ours_key)}",
         }
+        # RFC 9421: the signers hold the client's key; the wrong ones sign with
+        # the right key id and another key of the same algorithm.
+        self.signers: dict[str, Signer] = {}
+        self.wrong_signers: dict[str, Signer] = {}
+        for name, algorithm in SIGNED.items():
+            if algorithm == HmacSecret.HMAC_SHA256:
+                credential, secret = lifecycle.issue(
+                    HmacSecret, owner=user, name=name, scopes=BENCH_SCOPE, algorithm=algorithm,
+                )
+                key: Any = secret
+                wrong_key: Any = _flip_last(secret)
+            else:
+                key, wrong_key = _new_private_key(algorithm), _new_private_key(algorithm)
+                credential, _ = lifecycle.issue(
+                    HmacSecret, owner=user, name=name, scopes=BENCH_SCOPE, algorithm=algorithm,
+                    public_key=_public_pem(key),
+                )
+            self.signers[name] = Signer(credential.key_id, key, algorithm)
+            self.wrong_signers[name] = Signer(credential.key_id, wrong_key, algorithm)
+            self.headers[name] = None  # no Authorization header: Signature(-Input) instead
 
 
 def _flip_last(value: str) -> str:
     return value[:-1] + ("A" if value[-1] != "A" else "B")
+
+
+def _new_private_key(algorithm: str) -> Any:
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    if algorithm != "ed25519":
+        raise ValueError(f"no key generator for {algorithm}")
+    return ed25519.Ed25519PrivateKey.generate()
+
+
+def _public_pem(private_key: Any) -> str:
+    from cryptography.hazmat.primitives import serialization
+
+    return str(private_key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo,
+    ).decode())
+
+
+class Signer:
+    """The client of one RFC 9421 credential: ``django_apiauth.sign.sign_request``."""
+
+    def __init__(self, key_id: str, key: Any, algorithm: str) -> None:
+        self.key_id, self.key, self.algorithm = key_id, key, algorithm
+
+    def headers(self, url: str) -> dict[str, str]:
+        """Signature-Input and Signature for a GET of ``url`` without a body:
+        ``@method`` and ``@target-uri`` covered, created = now, a fresh random nonce."""
+        from django_apiauth.sign import sign_request
+
+        return sign_request("GET", url, None, None, self.key_id, self.key, self.algorithm)
 
 
 def _wrong_ours_key(key: str) -> str:
@@ -230,7 +291,12 @@ class Driver:
         self.handler = WSGIHandler()
         self.errors = io.StringIO()
 
-    def environ(self, slug: str, authorization: str | None) -> dict[str, Any]:
+    def url(self, slug: str) -> str:
+        """The absolute URL the server rebuilds from :meth:`environ` (what a signature covers)."""
+        return f"http://testserver/bench/{slug}/"
+
+    def environ(self, slug: str, authorization: str | None,
+                headers: dict[str, str] | None = None) -> dict[str, Any]:
         environ: dict[str, Any] = {
             "REQUEST_METHOD": "GET",
             "SCRIPT_NAME": "",
@@ -252,7 +318,14 @@ class Driver:
         }
         if authorization is not None:
             environ["HTTP_AUTHORIZATION"] = authorization
+        for name, value in (headers or {}).items():
+            environ["HTTP_" + name.upper().replace("-", "_")] = value
         return environ
+
+    def signed_environs(self, slug: str, signer: Signer, n: int) -> list[dict[str, Any]]:
+        """``n`` environs, each with its own signature (created = now, fresh nonce)."""
+        url = self.url(slug)
+        return [self.environ(slug, None, signer.headers(url)) for _ in range(n)]
 
     def request(self, environ: dict[str, Any]) -> tuple[int, bytes]:
         env = environ.copy()
@@ -282,6 +355,33 @@ class Driver:
             if response.status_code != 200:
                 failures += 1
         return failures
+
+    def batch_each(self, environs: list[dict[str, Any]], out: list[int]) -> int:
+        """As :meth:`batch`, one request per prebuilt environ (the signed variants)."""
+        handler = self.handler
+        clock = time.perf_counter_ns
+        new_input = io.BytesIO
+        failures = 0
+        for environ in environs:
+            start = clock()
+            env = environ.copy()
+            env["wsgi.input"] = new_input()
+            response = handler(env, _start_response)
+            for _chunk in response:
+                pass
+            response.close()
+            out.append(clock() - start)
+            if response.status_code != 200:
+                failures += 1
+        return failures
+
+    def timed_batch(self, env: Environment, name: str, environ: dict[str, Any], n: int,
+                    out: list[int]) -> int:
+        """``n`` timed requests of variant ``name``; the signed ones are signed first, untimed."""
+        if name in SIGNED:
+            prepared = self.signed_environs(VARIANTS[name][1], env.signers[name], n)
+            return self.batch_each(prepared, out)
+        return self.batch(environ, n, out)
 
 
 def _start_response(status: str, headers: Any, exc_info: Any = None) -> Callable[[bytes], None]:
@@ -323,6 +423,9 @@ def verify_variants(env: Environment, driver: Driver, names: Iterable[str]) -> N
     problems = []
     for name in names:
         slug = VARIANTS[name][1]
+        if name in SIGNED:
+            problems += _verify_signed(env, driver, name)
+            continue
         with _AuditSuccess(_audit_setting(name)):
             before = AuditEvent.objects.filter(outcome="success").count()
             status, body = driver.request(driver.environ(slug, env.headers[name]))
@@ -343,16 +446,59 @@ def verify_variants(env: Environment, driver: Driver, names: Iterable[str]) -> N
         raise SystemExit("benchmark set-up is broken, nothing was timed:\n  " + "\n  ".join(problems))
 
 
+def _verify_signed(env: Environment, driver: Driver, name: str) -> list[str]:
+    """A fresh signature: 200 and an audit row; the same request again: 401 (replay);
+    another key's signature or none: 401/403."""
+    from django_apiauth.models import AuditEvent
+
+    slug = VARIANTS[name][1]
+    problems = []
+    [signed] = driver.signed_environs(slug, env.signers[name], 1)
+    before = AuditEvent.objects.filter(outcome="success").count()
+    status, body = driver.request(signed)
+    after = AuditEvent.objects.filter(outcome="success").count()
+    if status != 200:
+        problems.append(f"{name}: expected 200 with a fresh signature, got {status} {body[:200]!r}")
+    if after != before + 1:
+        problems.append(f"{name}: the success audit row was not written")
+    status, body = driver.request(signed)
+    if status != 401:
+        problems.append(f"{name}: expected 401 for a replayed signed request, got {status} {body[:200]!r}")
+    [wrong] = driver.signed_environs(slug, env.wrong_signers[name], 1)
+    for label, environ in (("wrong", wrong), ("missing", driver.environ(slug, None))):
+        status, body = driver.request(environ)
+        if status not in (401, 403):
+            problems.append(f"{name}: expected 401/403 with a {label} signature, got {status}")
+    return problems
+
+
+def replay_store() -> str:
+    """Which cache the RFC 9421 replay protection writes to, in words."""
+    from django.conf import settings
+
+    from django_apiauth.app_settings import app_settings
+
+    alias = app_settings.REPLAY_CACHE
+    config = settings.CACHES[alias]
+    backend = config["BACKEND"]
+    text = f"Django cache {alias!r} ({backend.rsplit('.', 1)[-1]}"
+    if backend.endswith("locmem.LocMemCache"):
+        entries = config.get("OPTIONS", {}).get("MAX_ENTRIES", 300)
+        text += f": local memory of this process, MAX_ENTRIES={entries:,}, nothing culled during the run"
+    return text + ")"
+
+
 BLOCKS = 5
 
 
-def block_ratios(samples: dict[str, list[int]], per_block: int, peer: str) -> list[float | None]:
-    """The overhead ratio ours/peer in each of BLOCKS consecutive slices of the run."""
+def block_ratios(samples: dict[str, list[int]], per_block: int, peer: str,
+                 subject: str = OURS) -> list[float | None]:
+    """The overhead ratio subject/peer in each of BLOCKS consecutive slices of the run."""
     out = []
     for b in range(BLOCKS):
         lo, hi = b * per_block, (b + 1) * per_block
-        med = {name: statistics.median(samples[name][lo:hi]) for name in (BASELINE, OURS, peer)}
-        out.append(ratio(med[OURS] - med[BASELINE], med[peer] - med[BASELINE]))
+        med = {name: statistics.median(samples[name][lo:hi]) for name in (BASELINE, subject, peer)}
+        out.append(ratio(med[subject] - med[BASELINE], med[peer] - med[BASELINE]))
     return out
 
 
@@ -367,7 +513,7 @@ def bench_requests(env: Environment, names: list[str], rounds: int, batch: int,
 
     for name in names:  # warm-up: caches, compiled SQL, first-use imports
         with _AuditSuccess(_audit_setting(name)):
-            failures[name] += driver.batch(environs[name], warmup, [])
+            failures[name] += driver.timed_batch(env, name, environs[name], warmup, [])
 
     started = time.perf_counter()
     quiet_gc()
@@ -377,7 +523,8 @@ def bench_requests(env: Environment, names: list[str], rounds: int, batch: int,
             rng.shuffle(order)
             for name in order:
                 with _AuditSuccess(_audit_setting(name)):
-                    failures[name] += driver.batch(environs[name], batch, samples[name])
+                    failures[name] += driver.timed_batch(env, name, environs[name], batch,
+                                                         samples[name])
             if (index + 1) % max(1, rounds // 10) == 0:
                 log(f"  requests: round {index + 1}/{rounds} ({time.perf_counter() - started:.0f} s)")
     finally:
@@ -399,7 +546,8 @@ def bench_requests(env: Environment, names: list[str], rounds: int, batch: int,
     if OURS in names and per_block:
         blocks = {peer: block_ratios(samples, per_block, peer)
                   for peer in ("drf_api_key", "drf_token", "knox") if peer in names}
-    return {
+    signed = [name for name in names if name in SIGNED]
+    result = {
         "rounds": rounds,
         "batch": batch,
         "warmup": warmup,
@@ -407,6 +555,21 @@ def bench_requests(env: Environment, names: list[str], rounds: int, batch: int,
         "variants": stats,
         "ratio_by_fifth_of_run": blocks,
     }
+    if signed:
+        result["signatures"] = {
+            "replay_store": replay_store(),
+            "over_ours": {
+                name: {
+                    "algorithm": SIGNED[name],
+                    "overhead_ratio": (ratio(stats[name]["overhead_us"], stats[OURS]["overhead_us"])
+                                       if OURS in names else None),
+                    "by_fifth_of_run": (block_ratios(samples, per_block, OURS, subject=name)
+                                        if OURS in names and per_block else []),
+                }
+                for name in signed
+            },
+        }
+    return result
 
 
 def quiet_gc() -> None:
@@ -685,6 +848,7 @@ def render(result: dict[str, Any]) -> str:
                 spread = (f"   (each fifth of the run: {min(fifths):.2f} to {max(fifths):.2f})"
                           if fifths else "")
                 lines.append(f"   ours_overhead / {peer}_overhead = {fmt_ratio(value)}{spread}")
+        lines += render_signatures(req)
     look = result.get("lookup")
     if look:
         lines += [
@@ -716,6 +880,36 @@ def render(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def render_signatures(req: dict[str, Any]) -> list[str]:
+    """The RFC 9421 rows: overhead and its ratio to our API-key row (information only)."""
+    sig = req.get("signatures")
+    if not sig:
+        return []
+    variants = req["variants"]
+    lines = [
+        "",
+        "   RFC 9421 rows, for INFORMATION only (no target; no package in the comparison set"
+        " implements RFC 9421, so no peer row):",
+        "   HttpSignatureAuthentication + HasScopes, audit row INCLUDED; GET without a body,"
+        " signature over @method and @target-uri with created = now and a fresh nonce.",
+        "   Every request carries its own signature (a repeat is refused as a replay): each batch"
+        " is signed just before it is timed, signing NOT timed.",
+        "   Checked before timing: a signed request gets 200 (audit row written), the same request"
+        " again 401.",
+        f"   Replay store (nonce + signature, 2 cache.add per request): {sig['replay_store']};"
+        " a shared cache (e.g. Redis) would add its round trips.",
+    ]
+    for name, entry in sig["over_ours"].items():
+        fifths = [r for r in entry["by_fifth_of_run"] if r is not None]
+        spread = (f"   (each fifth of the run: {min(fifths):.2f} to {max(fifths):.2f})"
+                  if fifths else "")
+        lines.append(
+            f"   {name + '_overhead':<20} = {variants[name]['overhead_us']:7.1f} µs over baseline;"
+            f" / ours_overhead (ApiKey) = {fmt_ratio(entry['overhead_ratio'])}{spread}"
+        )
+    return lines
+
+
 # -- profile ---------------------------------------------------------------------------
 
 
@@ -728,10 +922,15 @@ def profile(env: Environment, name: str, n: int) -> None:
     verify_variants(env, driver, [name])
     environ = driver.environ(VARIANTS[name][1], env.headers[name])
     with _AuditSuccess(_audit_setting(name)):
-        driver.batch(environ, 200, [])
+        driver.timed_batch(env, name, environ, 200, [])
+        if name in SIGNED:  # signed before profiling: only the server's work is profiled
+            prepared = driver.signed_environs(VARIANTS[name][1], env.signers[name], n)
         profiler = cProfile.Profile()
         profiler.enable()
-        driver.batch(environ, n, [])
+        if name in SIGNED:
+            driver.batch_each(prepared, [])
+        else:
+            driver.batch(environ, n, [])
         profiler.disable()
     stats = pstats.Stats(profiler, stream=sys.stdout)
     stats.strip_dirs().sort_stats("cumulative").print_stats(45)
@@ -760,6 +959,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--skip-lookup", action="store_true", help="request benchmark only")
     parser.add_argument("--no-info-variant", action="store_true",
                         help="leave out the informational ours_no_audit variant")
+    parser.add_argument("--no-signatures", action="store_true",
+                        help="leave out the informational RFC 9421 variants (sig_hmac, sig_ed25519)")
     parser.add_argument("--seed", type=int, default=None, help="shuffle seed (default: random)")
     parser.add_argument("--json", type=Path, default=None,
                         help="results file (default benchmarks/results/bench-<time>.json)")
@@ -790,7 +991,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         result: dict[str, Any] = {"info": run_info(env, args)}
         if not args.skip_requests:
-            names = [n for n in VARIANTS if not (args.no_info_variant and n == "ours_no_audit")]
+            names = [n for n in VARIANTS if not (args.no_info_variant and n == "ours_no_audit")
+                     and not (args.no_signatures and n in SIGNED)]
             log(f"requests: {args.rounds} rounds x {args.batch} per variant, {len(names)} variants")
             result["requests"] = bench_requests(env, names, args.rounds, args.batch,
                                                 warmup=200, seed=args.seed)

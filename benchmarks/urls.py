@@ -13,6 +13,7 @@ VIEWS = {
     "drf-api-key": views.DrfApiKeyView.as_view(),
     "drf-token": views.DrfTokenView.as_view(),
     "knox": views.KnoxView.as_view(),
+    "http-sig": views.SignatureView.as_view(),
 }
 
 

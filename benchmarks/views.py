@@ -14,6 +14,7 @@ from rest_framework_api_key.permissions import HasAPIKey
 
 from django_apiauth.permissions import HasScopes
 from django_apiauth.schemes.api_key import ApiKeyAuthentication
+from django_apiauth.schemes.http_signature import HttpSignatureAuthentication
 
 BENCH_SCOPE = "bench:read"
 
@@ -47,3 +48,11 @@ class DrfTokenView(_Tiny):
 class KnoxView(_Tiny):
     authentication_classes = [knox.auth.TokenAuthentication]
     permission_classes = [IsAuthenticated]
+
+
+class SignatureView(_Tiny):
+    """RFC 9421 signed requests (hmac-sha256 and ed25519 credentials alike)."""
+
+    authentication_classes = [HttpSignatureAuthentication]
+    permission_classes = [HasScopes]
+    required_scopes = (BENCH_SCOPE,)
