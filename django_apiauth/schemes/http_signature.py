@@ -19,14 +19,21 @@ Lookup, usability, last-used and audit are the core's.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
+import re
 import time
 from datetime import timedelta
 from functools import cache
 from typing import Any, ClassVar
+from urllib.parse import urlsplit
 
 import http_sf
+from cryptography.exceptions import InvalidSignature as InvalidSignatureError
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from django.http import HttpRequest
 from http_message_signatures import HTTPMessageVerifier, HTTPSignatureKeyResolver, algorithms
 from http_message_signatures.exceptions import HTTPMessageSignaturesException, InvalidSignature
@@ -170,7 +177,8 @@ class HttpSignatureAuthentication(CredentialAuthentication):
                           ))
         return Presented(
             lookup_value=key_id,
-            proof={"label": label, "nonce": nonce, "alg": alg, "body": body},
+            proof={"label": label, "nonce": nonce, "alg": alg, "body": body,
+                   "members": members, "params": params},
             claims={"label": label, "created": created, "covered": sorted(covered),
                     **({"nonce": True} if nonce else {})},
         )
@@ -194,6 +202,20 @@ class HttpSignatureAuthentication(CredentialAuthentication):
                 # The encryption key was removed before re-encryption: an
                 # operator error, not the client's. Fail closed, loudly.
                 raise DependencyUnavailable("undecryptable secret") from None
+        fast = _fast_verify(request, proof, algorithm.algorithm_id, key)
+        if fast is not None:
+            ok, problem, signed = fast
+            if not ok:
+                if credential is not None and proof["alg"] not in (None, algorithm.algorithm_id):
+                    raise Refused(reasons.DISALLOWED_ALGORITHM, detail={"alg": proof["alg"]})
+                if credential is not None and problem == "digest":
+                    raise Refused(reasons.BAD_DIGEST, client_message=(
+                        "Content-Digest does not match the request body."
+                    ))
+                return False
+            if credential is None:
+                return False
+            return self._first_use(presented, signed)
         verifier = HTTPMessageVerifier(signature_algorithm=algorithm, key_resolver=_FixedKey(key))
         verifier.max_clock_skew = timedelta(seconds=app_settings.SIGNATURE_MAX_SKEW)
         try:
@@ -210,20 +232,180 @@ class HttpSignatureAuthentication(CredentialAuthentication):
             return False
         if credential is None:
             return False
-        window = 2 * app_settings.SIGNATURE_MAX_SKEW
-        key_id = presented.lookup_value
-        if proof["nonce"] is not None and not replay.first_use(f"nonce:{key_id}", proof["nonce"], window):
-            raise Refused(reasons.REPLAYED, detail={"by": "nonce"})
-        # Keyed on what was signed (the signature base: covered values and
-        # parameters), not on the signature bytes or header: relabelling the
-        # header or re-encoding a malleable (ECDSA) signature is still a replay.
         signed = json.dumps(
             [sorted(result.covered_components.items()), sorted(result.parameters.items())],
             default=str,
         )
+        return self._first_use(presented, signed)
+
+    def _first_use(self, presented: Presented, signed: str) -> bool:
+        window = 2 * app_settings.SIGNATURE_MAX_SKEW
+        key_id = presented.lookup_value
+        nonce = presented.proof["nonce"]
+        if nonce is not None and not replay.first_use(f"nonce:{key_id}", nonce, window):
+            raise Refused(reasons.REPLAYED, detail={"by": "nonce"})
+        # Keyed on what was signed (the signature base: covered values and
+        # parameters), not on the signature bytes or header: relabelling the
+        # header or re-encoding a malleable (ECDSA) signature is still a replay.
         if not replay.first_use(f"signature:{key_id}", signed, window):
             raise Refused(reasons.REPLAYED, detail={"by": "signature"})
         return True
+
+
+# -- fast path ---------------------------------------------------------------------
+#
+# The library resolves components generically (structured-field parameters,
+# responses, binary wrapping); that generality costs most of a request. The
+# common request — plain derived components and plain header fields — is
+# verified here with the same rules (RFC 9421 §2.1, §2.2, §2.3, §2.5; RFC 9530),
+# and anything else falls back to the library. tests/schemes/
+# test_http_signature_fastpath.py checks both paths agree on signed, tampered
+# and unusual requests.
+
+_DERIVED = frozenset({"@method", "@target-uri", "@authority", "@scheme", "@path", "@query"})
+_FIELD_NAME = re.compile(r"^[a-z0-9!#$%&'*+.^_`|~-]+$")
+_METADATA = frozenset({"alg", "created", "expires", "keyid", "nonce", "tag"})
+_DEFAULT_PORTS = {"http": "80", "https": "443"}
+_DIGESTS = {"sha-256": hashlib.sha256, "sha-512": hashlib.sha512}
+
+
+def _sf_string(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _fast_verify(request: Any, proof: dict[str, Any], algorithm_id: str,
+                 key: Any) -> tuple[bool, str, str] | None:
+    """``(valid, problem, signature base)``, or ``None`` when the library must decide."""
+    members, params = proof["members"], proof["params"]
+    names: list[str] = []
+    for item in members:
+        name, item_params = item
+        if item_params or not isinstance(name, str):
+            return None
+        if name.startswith("@"):
+            if name not in _DERIVED:
+                return None
+        elif not _FIELD_NAME.match(name) or name in ("signature", "signature-input"):
+            return None
+        names.append(name)
+    if len(set(names)) != len(names):
+        return None
+    serialized_params = []
+    for param, value in params.items():
+        if param not in _METADATA:
+            return None
+        if type(value) is int:
+            serialized_params.append(f";{param}={value}")
+        elif isinstance(value, str) and value.isascii() and value.isprintable():
+            serialized_params.append(f";{param}={_sf_string(value)}")
+        else:
+            return None
+    raw_signature = request.META.get("HTTP_SIGNATURE", "")
+    try:
+        signatures = http_sf.parse(raw_signature.encode("latin-1"), tltype="dictionary")
+    except Exception:
+        return None
+    if list(signatures) != [proof["label"]]:
+        return None
+    signature, _sig_params = signatures[proof["label"]]
+    if not isinstance(signature, bytes) or not signature:
+        return None
+
+    django_request = getattr(request, "_request", request)
+    meta = django_request.META
+    method = django_request.method or ""
+    if method != method.upper():
+        return None
+    try:
+        host = django_request.get_host()
+        url = django_request.build_absolute_uri()
+    except Exception:  # DisallowedHost and friends: the library path answers
+        return None
+    scheme = django_request.scheme or "http"
+    split = urlsplit(url)
+    lines = []
+    for name in names:
+        if name == "@method":
+            value = method
+        elif name == "@target-uri":
+            value = url
+        elif name == "@authority":
+            hostname, sep, port = host.rpartition(":") if host.rfind(":") > host.rfind("]") else (
+                host, "", "")
+            value = host.lower() if not sep or _DEFAULT_PORTS.get(scheme) != port.lstrip("0") \
+                else hostname.lower()
+        elif name == "@scheme":
+            value = scheme.lower()
+        elif name == "@path":
+            value = split.path or "/"
+        elif name == "@query":
+            value = "?" + split.query
+        else:
+            meta_name = "CONTENT_TYPE" if name == "content-type" else (
+                "CONTENT_LENGTH" if name == "content-length" else
+                "HTTP_" + name.upper().replace("-", "_"))
+            field = meta.get(meta_name)
+            if not field:
+                return (False, "signature", "")
+            if "\r" in field or "\n" in field or not field.replace("\t", " ").isprintable():
+                return (False, "signature", "")
+            value = field
+        lines.append(f'"{name}": {value}')
+    inner = "(" + " ".join(f'"{n}"' for n in names) + ")" + "".join(serialized_params)
+    lines.append(f'"@signature-params": {inner}')
+    base = "\n".join(lines)
+    if not base.isascii():
+        return (False, "signature", base)
+    ok = _check_signature(algorithm_id, key, signature, base.encode())
+    if proof["alg"] is not None and proof["alg"] != algorithm_id:
+        ok = False
+    if not ok:
+        return (False, "signature", base)
+    body = proof["body"]
+    digest_header = meta.get("HTTP_CONTENT_DIGEST")
+    if body or digest_header is not None:
+        if digest_header is None or "content-digest" not in names:
+            return (False, "digest", base)
+        if not _digest_matches(digest_header, body):
+            return (False, "digest", base)
+    return (True, "", base)
+
+
+def _check_signature(algorithm_id: str, key: Any, signature: bytes, base: bytes) -> bool:
+    try:
+        if algorithm_id == "hmac-sha256":
+            expected = hmac.new(key, base, hashlib.sha256).digest()
+            return hmac.compare_digest(expected, signature)
+        if algorithm_id == "ed25519":
+            key.verify(signature, base)
+            return True
+        if algorithm_id == "ecdsa-p256-sha256":
+            if len(signature) != 64:
+                return False
+            der = encode_dss_signature(int.from_bytes(signature[:32], "big"),
+                                       int.from_bytes(signature[32:], "big"))
+            key.verify(der, base, ec.ECDSA(hashes.SHA256()))
+            return True
+    except (InvalidSignatureError, ValueError, TypeError):
+        return False
+    return False
+
+
+def _digest_matches(header: str, body: bytes) -> bool:
+    """RFC 9530: every digest we know must match, and there must be at least one."""
+    try:
+        parsed = http_sf.parse(header.encode("latin-1"), tltype="dictionary")
+    except Exception:
+        return False
+    if not parsed:
+        return False
+    for algorithm, (value, _params) in parsed.items():
+        digest = _DIGESTS.get(algorithm)
+        if digest is None or not isinstance(value, bytes):
+            return False
+        if not hmac.compare_digest(digest(body).digest(), value):
+            return False
+    return True
 
 
 @cache

@@ -1,7 +1,6 @@
 """Unknown key ids cost the same verification as known ones, per algorithm."""
 
 import pytest
-from http_message_signatures import HTTPMessageVerifier
 
 from django_apiauth.schemes import http_signature
 
@@ -13,13 +12,13 @@ def test_unknown_key_id_is_verified_with_the_named_algorithm(client, monkeypatch
     from django_apiauth.sign import sign_request
 
     used = []
-    real = HTTPMessageVerifier.verify
+    real = http_signature._check_signature
 
-    def spy(self, *args, **kwargs):
-        used.append(self.signature_algorithm.algorithm_id)
-        return real(self, *args, **kwargs)
+    def spy(algorithm_id, key, signature, base):
+        used.append(algorithm_id)
+        return real(algorithm_id, key, signature, base)
 
-    monkeypatch.setattr(HTTPMessageVerifier, "verify", spy)
+    monkeypatch.setattr(http_signature, "_check_signature", spy)
     if alg == "hmac-sha256":
         key = b"k" * 32
     else:

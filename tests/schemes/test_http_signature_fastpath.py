@@ -1,0 +1,158 @@
+"""The fast signature path and the library agree (differential test).
+
+Requests are signed by the library's own signer (an implementation we do not
+control) with many component sets, then verified by both
+``http_signature._fast_verify`` and ``http_message_signatures.HTTPMessageVerifier``;
+tampered copies must be refused by both.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from django.test import RequestFactory
+from http_message_signatures import (
+    HTTPMessageSigner,
+    HTTPMessageVerifier,
+    HTTPSignatureKeyResolver,
+    algorithms,
+)
+from http_message_signatures.exceptions import HTTPMessageSignaturesException
+
+from django_apiauth.schemes import http_signature
+
+SECRET = b"s" * 32
+ED_KEY = ed25519.Ed25519PrivateKey.generate()
+EC_KEY = ec.generate_private_key(ec.SECP256R1())
+KEYS = {
+    "hmac-sha256": (algorithms.HMAC_SHA256, SECRET, SECRET),
+    "ed25519": (algorithms.ED25519, ED_KEY, ED_KEY.public_key()),
+    "ecdsa-p256-sha256": (algorithms.ECDSA_P256_SHA256, EC_KEY, EC_KEY.public_key()),
+}
+
+
+class Resolver(HTTPSignatureKeyResolver):
+    def __init__(self, private: Any, public: Any) -> None:
+        self.private, self.public = private, public
+
+    def resolve_private_key(self, key_id: str) -> Any:
+        return self.private
+
+    def resolve_public_key(self, key_id: str) -> Any:
+        return self.public
+
+
+class Message:
+    def __init__(self, method: str, url: str, headers: dict[str, str]) -> None:
+        self.method, self.url, self.headers = method, url, headers
+
+
+def signed(alg: str, method: str, url: str, headers: dict[str, str], body: bytes | None,
+           components: tuple[str, ...], **kwargs: Any) -> dict[str, str]:
+    cls, private, public = KEYS[alg]
+    message = Message(method, url, dict(headers))
+    HTTPMessageSigner(signature_algorithm=cls, key_resolver=Resolver(private, public)).sign(
+        message, key_id="hk_test", covered_component_ids=components, body=body,
+        created=None, **kwargs)
+    return message.headers
+
+
+def django_request(method: str, path: str, headers: dict[str, str], body: bytes | None,
+                   host: str = "testserver", secure: bool = False) -> Any:
+    meta = {"HTTP_" + k.upper().replace("-", "_"): v for k, v in headers.items()
+            if k.lower() not in ("content-type", "content-length")}
+    meta["HTTP_HOST"] = host
+    content_type = headers.get("Content-Type") or headers.get("content-type")
+    factory = RequestFactory()
+    return factory.generic(method, path, data=body or b"", content_type=content_type or "",
+                           secure=secure, **meta)
+
+
+def both(alg: str, request: Any) -> tuple[bool | None, bool]:
+    presented = http_signature.HttpSignatureAuthentication().extract(request)
+    cls, _private, public = KEYS[alg]
+    fast = http_signature._fast_verify(request, presented.proof, alg, public)
+    verifier = HTTPMessageVerifier(signature_algorithm=cls, key_resolver=Resolver(None, public))
+    verifier.max_clock_skew = timedelta(seconds=300)
+    try:
+        verifier.verify(http_signature._Message(request), max_age=None, body=presented.proof["body"])
+        library = True
+    except HTTPMessageSignaturesException:
+        library = False
+    return (None if fast is None else fast[0]), library
+
+
+CASES = [
+    ("GET", "/api/whoami/", {}, None, ("@method", "@target-uri")),
+    ("GET", "/api/whoami/?b=2&a=1&a=3", {}, None, ("@method", "@target-uri")),
+    ("GET", "/api/whoami/?x=%20y", {}, None, ("@method", "@authority", "@path", "@query")),
+    ("GET", "/api/whoami/", {}, None, ("@method", "@authority", "@path", "@query", "@scheme")),
+    ("POST", "/api/echo/", {"Content-Type": "application/json"}, b'{"a": 1}',
+     ("@method", "@target-uri", "content-type")),
+    ("POST", "/api/echo/", {"Content-Type": "application/json", "X-Tenant": "acme\tcorp"},
+     b'{"a": 1}', ("@method", "@target-uri", "content-type", "x-tenant")),
+    ("PUT", "/api/echo/", {"Content-Type": "text/plain"}, b"x" * 1024,
+     ("@method", "@target-uri", "content-digest", "content-type")),
+]
+
+
+@pytest.mark.parametrize("alg", sorted(KEYS))
+@pytest.mark.parametrize("case", range(len(CASES)))
+@pytest.mark.parametrize("host", ["testserver", "TestServer:8080"])
+def test_fast_path_agrees_with_the_library(alg, case, host):
+    method, path, headers, body, components = CASES[case]
+    url = f"http://{host}{path}"
+    sig_headers = signed(alg, method, url, headers, body, components, nonce="n-" + str(time.time_ns()))
+    request = django_request(method, path, sig_headers, body, host=host)
+    fast, library = both(alg, request)
+    assert library is True
+    assert fast is True
+
+    tampered = [
+        django_request("DELETE" if method != "DELETE" else "GET", path, sig_headers, body, host=host),
+        django_request(method, path + ("&" if "?" in path else "?") + "z=1", sig_headers, body, host=host),
+        django_request(method, path, sig_headers, body, host="localhost"),
+    ]
+    if body:
+        tampered.append(django_request(method, path, sig_headers, body[:-1] + b"!", host=host))
+    for bad in tampered:
+        fast, library = both(alg, bad)
+        assert library is False
+        assert fast in (False, None)
+
+
+@pytest.mark.parametrize("components", [
+    ('"@query-param";name="a"', "@method", "@target-uri"),
+    ('"x-list";bs', "@method", "@target-uri"),
+])
+def test_unusual_components_fall_back_to_the_library(components):
+    headers = signed("hmac-sha256", "POST", "http://testserver/api/echo/?a=1",
+                     {"Content-Type": "application/json", "X-List": "a, b"}, None, components)
+    request = django_request("POST", "/api/echo/?a=1", headers, None)
+    presented = http_signature.HttpSignatureAuthentication().extract(request)
+    assert http_signature._fast_verify(request, presented.proof, "hmac-sha256", SECRET) is None
+    assert both("hmac-sha256", request) == (None, True)
+
+
+def test_digest_rules():
+    import base64
+    import hashlib
+
+    body = b'{"a": 1}'
+
+    def sf(alg, raw):
+        return f"{alg}=:{base64.b64encode(raw).decode()}:"
+
+    good256 = sf("sha-256", hashlib.sha256(body).digest())
+    good512 = sf("sha-512", hashlib.sha512(body).digest())
+    assert http_signature._digest_matches(good256, body)
+    assert http_signature._digest_matches(f"{good256}, {good512}", body)
+    assert not http_signature._digest_matches(sf("md5", hashlib.md5(body).digest()), body)  # noqa: S324
+    assert not http_signature._digest_matches(f"{good256}, {sf('sha-512', b'x' * 64)}", body)
+    assert not http_signature._digest_matches(good256, body + b" ")
+    assert not http_signature._digest_matches("garbage", body)
+    assert not http_signature._digest_matches("", body)
