@@ -118,3 +118,34 @@ def _audit_alias() -> str:
     from .models import AuditEvent
 
     return router.db_for_write(AuditEvent)
+
+
+@register(Tags.database)
+def check_certificate_authorities(app_configs: Any = None, databases: Any = None, **kwargs: Any) -> list[Any]:
+    """Expiry warnings for the in-app CAs (``manage.py check --database default``)."""
+    if not databases:
+        return []
+    from datetime import timedelta
+
+    from django.db import DatabaseError
+    from django.utils import timezone
+
+    from .models import CertificateAuthority
+
+    now = timezone.now()
+    warnings: list[Any] = []
+    try:
+        soon = now + timedelta(days=30)
+        cas = list(CertificateAuthority.objects.filter(is_active=True, not_after__lte=soon))
+    except DatabaseError:
+        return []  # not migrated yet: migrate's own checks say so
+    for ca in cas:
+        expired = ca.not_after <= now
+        warnings.append(Warning(
+            f"Certificate authority {ca.slug!r} {'expired' if expired else 'expires'} on "
+            f"{ca.not_after:%Y-%m-%d}: client certificates it issued stop working with it.",
+            hint="Create a successor CA (create_ca), add its certificate to the TLS terminator's "
+            "ssl_client_certificate bundle next to the old one, and re-issue client certificates.",
+            id="apiauth.W006",
+        ))
+    return warnings

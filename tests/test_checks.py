@@ -64,3 +64,22 @@ def test_replay_cache_checks():
     redis = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
                          "LOCATION": "redis://127.0.0.1:1"}}
     assert "apiauth.W005" not in ids(DEBUG=False, CACHES=redis, SILENCED_SYSTEM_CHECKS=[])
+
+
+@pytest.mark.django_db
+def test_expiring_ca_warning():
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from django_apiauth.ca.authority import create_ca
+    from django_apiauth.checks import check_certificate_authorities
+
+    ca = create_ca(name="Soon", slug="soon", days=10)
+    found = check_certificate_authorities(databases=["default"])
+    assert [w.id for w in found] == ["apiauth.W006"]
+    assert "soon" in found[0].msg
+    ca.not_after = timezone.now() + timedelta(days=400)
+    ca.save()
+    assert check_certificate_authorities(databases=["default"]) == []
+    assert check_certificate_authorities(databases=None) == []
