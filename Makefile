@@ -16,9 +16,13 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[dev,docs]"
 	touch $(STAMP)
 
+# nginx (if installed: `make system-deps`) fronts the demo for mTLS on :8443 and
+# connects from 127.0.0.2, the demo's only trusted proxy.
+demo: export APIAUTH_TRUSTED_PROXIES = 127.0.0.2/32
 demo: venv
 	$(MANAGE) migrate --noinput
 	$(MANAGE) demo_setup
+	$(MANAGE) demo_mtls
 	$(MANAGE) runserver 127.0.0.1:8000
 
 lint: venv

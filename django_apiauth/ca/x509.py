@@ -247,6 +247,39 @@ def check_public_key(key: object) -> None:
         raise CertificateError("unsupported key type")
 
 
+def build_server_certificate(
+    *, ca_cert: x509.Certificate, ca_key: PrivateKey, public_key: object, hosts: list[str],
+    days: int = 30,
+) -> x509.Certificate:
+    """A TLS server certificate (serverAuth EKU) for ``hosts`` (DNS names or IPs).
+
+    For demos and tests of a TLS terminator in front of the app; production
+    servers get theirs from the organisation's usual PKI.
+    """
+    import ipaddress
+
+    now = datetime.now(UTC)
+    names: list[x509.GeneralName] = []
+    for host in hosts:
+        try:
+            names.append(x509.IPAddress(ipaddress.ip_address(host)))
+        except ValueError:
+            names.append(x509.DNSName(host))
+    return (
+        x509.CertificateBuilder()
+        .subject_name(_name(hosts[0]))
+        .issuer_name(ca_cert.subject)
+        .public_key(public_key)  # type: ignore[arg-type]
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(min(now + timedelta(days=days), ca_cert.not_valid_after_utc))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .sign(ca_key, _signing_hash(ca_key))
+    )
+
+
 def load_csr(pem: str) -> x509.CertificateSigningRequest:
     try:
         csr = x509.load_pem_x509_csr(pem.strip().encode("ascii"))
