@@ -909,6 +909,11 @@ class ClientCertificateAddForm(CredentialAdminForm):
         if ca.not_after <= timezone.now():
             self.add_error("ca", gettext("This certificate authority has expired."))
             return None
+        if not ca.can_issue:
+            self.add_error("ca", gettext(
+                "This CA was imported without its key: it cannot issue or sign. Register its "
+                "certificates instead (or let chain mode register them)."))
+            return None
         return ca
 
     def _refuse_private_key(self, field: str, value: str) -> bool:

@@ -99,6 +99,14 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
             "(a dedicated alias with maxmemory-policy noeviction).",
             id="apiauth.W005",
         ))
+    from .schemes.client_cert import DECODERS
+
+    unknown = sorted({fmt for fmt in app_settings.CLIENT_CERT_HEADERS.values() if fmt not in DECODERS})
+    if unknown:
+        errors.append(Error(
+            f"APIAUTH_CLIENT_CERT_HEADERS names unknown formats: {', '.join(unknown)}.",
+            hint=f"Use one of: {', '.join(sorted(DECODERS))}.", id="apiauth.E008",
+        ))
     audit_alias = app_settings.AUDIT_DATABASE or _audit_alias()
     if settings.DATABASES.get(audit_alias, {}).get("ATOMIC_REQUESTS"):
         errors.append(Warning(

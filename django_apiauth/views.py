@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from django.contrib.admin.views.decorators import staff_member_required
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect
@@ -32,11 +34,28 @@ def ca_crl(request: HttpRequest, slug: str) -> HttpResponse:
     ca = get_object_or_404(CertificateAuthority, slug=slug)
     if not ca.can_issue:
         raise Http404("An imported CA publishes its own CRL.")
+    # Signing costs a few milliseconds: a public endpoint reuses the CRL for a
+    # minute unless a revocation happened since (the version key changes).
+    from django.core.cache import cache
+    from django.db.models import Count, Max
+
+    from .models import ClientCertificate
+
+    state = ClientCertificate.objects.filter(ca=ca, revoked_at__isnull=False).aggregate(
+        n=Count("pk"), last=Max("revoked_at"))
+    cache_key = f"apiauth:crl:{ca.pk}:{state['n']}:{state['last']}"
     try:
-        body = crl_pem(ca)
+        body = cache.get(cache_key)
+    except Exception:  # a cache outage must not take the CRL down
+        body = None
+    try:
+        if body is None:
+            body = crl_pem(ca)
+            with contextlib.suppress(Exception):
+                cache.set(cache_key, body, 60)
     except DecryptionError:
         # The CA key cannot be read (encryption key removed): fail closed, loudly.
         return HttpResponse("CRL temporarily unavailable.", status=503, content_type="text/plain")
-    response = HttpResponse(body, content_type="application/pkix-crl")
+    response = HttpResponse(body, content_type="application/x-pem-file")
     response["Cache-Control"] = "no-store"
     return response

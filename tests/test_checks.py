@@ -83,3 +83,7 @@ def test_expiring_ca_warning():
     ca.save()
     assert check_certificate_authorities(databases=["default"]) == []
     assert check_certificate_authorities(databases=None) == []
+
+
+def test_unknown_client_cert_format():
+    assert "apiauth.E008" in ids(APIAUTH_CLIENT_CERT_HEADERS={"X-Client": "traefik"})

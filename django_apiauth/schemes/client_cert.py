@@ -247,19 +247,19 @@ class ClientCertificateAuthentication(CredentialAuthentication):
     def owner_for(self, facts: ca_x509.CertificateFacts, ca: Any) -> Any:
         """Map a chained certificate to a user. Override for your directory.
 
-        Default: the SAN URI ``urn:django-apiauth:user:<pk>`` (what this app's
-        CA writes), else a user whose username equals the certificate's CN.
+        Default: the user whose username equals the certificate's CN — never a
+        staff member or superuser (another organisation's CA must not be able to
+        mint an administrator). Override to map from your directory.
         """
         from django.contrib.auth import get_user_model
 
         User = get_user_model()
-        for san in facts.sans:
-            if san.startswith("URI:urn:django-apiauth:user:"):
-                pk = san.rsplit(":", 1)[1]
-                return User._default_manager.filter(pk=pk).first() if pk.isdigit() else None
-        if facts.common_name:
-            return User._default_manager.filter(**{User.USERNAME_FIELD: facts.common_name}).first()
-        return None
+        if not facts.common_name:
+            return None
+        user = User._default_manager.filter(**{User.USERNAME_FIELD: facts.common_name}).first()
+        if user is None or getattr(user, "is_staff", False) or getattr(user, "is_superuser", False):
+            return None
+        return user
 
     def chain_scopes(self, facts: ca_x509.CertificateFacts, ca: Any) -> list[str]:
         """Scopes of an auto-registered certificate (default: none). Override to grant some."""

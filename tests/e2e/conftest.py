@@ -287,6 +287,8 @@ def mtls_ca(django_db_setup: Any, django_db_blocker: Any) -> Any:
 def nginx(live_server: Any, mtls_ca: Any, e2e_dir: Path, django_db_blocker: Any) -> Iterator[Nginx]:
     """nginx with ssl_verify_client on, proxying to the live server, once per module."""
     if NGINX is None:
+        if os.environ.get("CI"):
+            pytest.fail("nginx is missing in CI: " + NGINX_MISSING)
         pytest.skip(NGINX_MISSING)
     from django_apiauth.ca.authority import crl_pem
 

@@ -142,3 +142,19 @@ def test_create_ca_import_command(tmp_path, partner_ca):
                  "--import-certificate", str(path), "--json", stdout=out)
     assert json.loads(out.getvalue())["slug"] == "partner"
     assert AuditEvent.objects.get(event="ca.imported").detail["via"] == "cli"
+
+
+@override_settings(APIAUTH_TRUSTED_PROXIES=["127.0.0.2/32"], APIAUTH_CLIENT_CERT_CHAIN_CAS=["partner"])
+@pytest.mark.parametrize("role", ["is_staff", "is_superuser"])
+def test_chain_mode_never_maps_to_staff(client, make_user, partner_ca, imported, role):
+    make_user("admin", **{role: True})
+    response = get(client, partner_cert(partner_ca, "admin"))
+    assert response.status_code == 401
+    assert not ClientCertificate.objects.exists()
+
+
+def test_export_crl_refuses_an_imported_ca(imported):
+    from django.core.management import CommandError
+
+    with pytest.raises(CommandError, match="imported without its key"):
+        call_command("export_crl", "--ca", "partner", stdout=io.StringIO())

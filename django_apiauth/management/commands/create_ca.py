@@ -114,6 +114,13 @@ class Command(ApiAuthCommand):
                 **({"certificate_pem": ca.certificate_pem} if cert_path is None else {}),
             })
             return
+        if not ca.can_issue:
+            self.stdout.write(self.style.SUCCESS(
+                f"Imported certificate authority {ca.slug!r} ({ca.name!r}): trusted for chain mode "
+                "(APIAUTH_CLIENT_CERT_CHAIN_CAS); it issues nothing here and its CRL is its own."
+            ))
+            self.write_fields({"fingerprint": ca.fingerprint_sha256, "valid until": when(ca.not_after)})
+            return
         self.stdout.write(self.style.SUCCESS(
             f"Created certificate authority {ca.slug!r} ({ca.name!r})."
         ))
@@ -133,7 +140,7 @@ class Command(ApiAuthCommand):
         self.stdout.write("Next steps:")
         self.stdout.write(
             f"  nginx: ssl_client_certificate {cert_path or f'{ca.slug}.ca.pem'}; "
-            "ssl_verify_client optional;"
+            "ssl_verify_client on;"
         )
         self.stdout.write(
             f"  issue: manage.py issue_client_cert --ca {ca.slug} --owner USERNAME --name NAME "

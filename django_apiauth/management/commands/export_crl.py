@@ -38,6 +38,10 @@ class Command(ApiAuthCommand):
     def run(self, *args: Any, **options: Any) -> None:
         # An inactive CA issues nothing new, but what it issued still needs its CRL.
         ca = get_ca(options["ca"], issuing=False)
+        if not ca.can_issue:
+            raise CommandError(
+                f"{ca.slug!r} was imported without its key: its CRL comes from its own operator."
+            )
         out = Path(options["out"]) if options["out"] else None
         if out is not None and out.is_dir():
             raise CommandError(
