@@ -6,11 +6,18 @@ through Django's WSGI handler with a prebuilt environ, one process, variants
 interleaved (every round runs a batch of requests per variant, in shuffled
 order). Overhead = variant median - no-auth median.
 
-Informational rows, not targets: RFC 9421 HTTP message signatures
-(``HttpSignatureAuthentication`` + ``HasScopes``) with an hmac-sha256 and an
-ed25519 credential, in the same rounds. A signature is accepted once (replay
-protection), so every request carries its own signature, made (client work,
-not timed) just before its batch is timed.
+RFC 9421 HTTP message signatures (``HttpSignatureAuthentication`` +
+``HasScopes``), in the same rounds: GET with an hmac-sha256 and an ed25519
+credential (information), and a signed POST with a 1 KiB JSON body
+(``Content-Digest`` covered; issue #3 target against our API-key row), next to
+"the floor", a bare hand-written HMAC check of the same POST (information). A
+signature is accepted once (replay protection), so every request carries its
+own signature, made (client work, not timed) just before its batch is timed.
+
+Forwarded client certificates (``ClientCertificateAuthentication`` +
+``HasScopes``, nginx header format, from a trusted proxy), in the same rounds:
+with the decode caches warm (issue #4 target against our API-key row) and
+emptied before every request, untimed (information).
 
 Part 2, lookup cost: ``ApiKeyAuthentication().authenticate()`` for the same
 key with 1, 10 000 and 1 000 000 API keys in the table (one database per
@@ -32,12 +39,14 @@ import math
 import os
 import platform
 import random
+import secrets
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -51,6 +60,10 @@ RESULTS_DIR = ROOT / "benchmarks" / "results"
 
 TARGET_OVERHEAD_RATIO = 0.75
 TARGET_LOOKUP_RATIO = 1.2
+TARGET_SIG_POST_RATIO = 1.2  # issue #3: sig_hmac_post_overhead / ours_overhead
+TARGET_MTLS_RATIO = 1.0  # issue #4: mtls_cached_overhead / ours_overhead
+BODY_BYTES = 1024  # the signed POST's JSON body
+BODY_CONTENT_TYPE = "application/json"
 LOOKUP_SIZES = (1, 10_000, 1_000_000)
 
 BASELINE = "none"
@@ -65,12 +78,25 @@ VARIANTS: dict[str, tuple[str, str]] = {
     "drf_token": ("DRF authtoken TokenAuthentication", "drf-token"),
     "knox": ("django-rest-knox TokenAuthentication", "knox"),
     "ours_no_audit": ("django-apiauth, AUDIT_SUCCESS=False (info)", "ours"),
-    "sig_hmac": ("django-apiauth RFC 9421 hmac-sha256, audit (info)", "http-sig"),
-    "sig_ed25519": ("django-apiauth RFC 9421 ed25519, audit (info)", "http-sig"),
+    "sig_hmac": ("django-apiauth RFC 9421 hmac-sha256 GET, audit (info)", "http-sig"),
+    "sig_ed25519": ("django-apiauth RFC 9421 ed25519 GET, audit (info)", "http-sig"),
+    "sig_hmac_post": ("django-apiauth RFC 9421 hmac POST 1 KiB, audit", "http-sig"),
+    "sig_floor": ("floor: hand-written HMAC POST 1 KiB, no DB (info)", "sig-floor"),
+    "mtls_cached": ("django-apiauth mTLS nginx header, audit", "mtls"),
+    "mtls_uncached": ("django-apiauth mTLS, decode caches emptied (info)", "mtls"),
 }
-# The RFC 9421 rows (informational: no package in the comparison set implements
-# RFC 9421): variant -> the credential's algorithm. Each request is signed anew.
-SIGNED: dict[str, str] = {"sig_hmac": "hmac-sha256", "sig_ed25519": "ed25519"}
+# The RFC 9421 rows: variant -> the credential's algorithm. Each request is
+# signed anew. No package in the comparison set implements RFC 9421: the GET
+# rows are information; sig_hmac_post has the issue #3 target against our own
+# API-key row; sig_floor (benchmarks/floor.py) is the bare minimum, for scale.
+SIGNED: dict[str, str] = {"sig_hmac": "hmac-sha256", "sig_ed25519": "ed25519",
+                          "sig_hmac_post": "hmac-sha256", "sig_floor": "hmac-sha256"}
+# Signed POSTs with the BODY_BYTES JSON body (the others are GETs without a body).
+POSTED = ("sig_hmac_post", "sig_floor")
+FLOOR = "sig_floor"
+# Forwarded client certificates (issue #4): mtls_cached has the target against
+# our API-key row; mtls_uncached empties the decode caches before each request.
+MTLS = ("mtls_cached", "mtls_uncached")
 
 
 # -- small helpers ------------------------------------------------------------------
@@ -179,9 +205,13 @@ class Environment:
         from rest_framework.authtoken.models import Token
         from rest_framework_api_key.models import APIKey
 
+        from benchmarks.floor import FloorHmacAuthentication
         from benchmarks.views import BENCH_SCOPE
+        from django_apiauth.ca import x509 as ca_x509
+        from django_apiauth.ca.authority import create_ca
         from django_apiauth.core import lifecycle
-        from django_apiauth.models import ApiKey, HmacSecret
+        from django_apiauth.models import ApiKey, ClientCertificate, HmacSecret
+        from django_apiauth.schemes import client_cert
 
         user_model = get_user_model()
         user = user_model.objects.create_user(username="bench", password=None)
@@ -216,9 +246,19 @@ class Environment:
         }
         # RFC 9421: the signers hold the client's key; the wrong ones sign with
         # the right key id and another key of the same algorithm.
+        self.body = json_body(BODY_BYTES)
         self.signers: dict[str, Signer] = {}
         self.wrong_signers: dict[str, Signer] = {}
         for name, algorithm in SIGNED.items():
+            body = self.body if name in POSTED else None
+            if name == FLOOR:  # no credential row: the floor holds its one key in memory
+                floor_key_id, floor_secret = "floor-bench", secrets.token_urlsafe(32)
+                FloorHmacAuthentication.keys = {floor_key_id: floor_secret.encode()}
+                FloorHmacAuthentication.user = user
+                self.signers[name] = Signer(floor_key_id, floor_secret, algorithm, body)
+                self.wrong_signers[name] = Signer(floor_key_id, _flip_last(floor_secret), algorithm, body)
+                self.headers[name] = None
+                continue
             if algorithm == HmacSecret.HMAC_SHA256:
                 credential, secret = lifecycle.issue(
                     HmacSecret, owner=user, name=name, scopes=BENCH_SCOPE, algorithm=algorithm,
@@ -231,9 +271,44 @@ class Environment:
                     HmacSecret, owner=user, name=name, scopes=BENCH_SCOPE, algorithm=algorithm,
                     public_key=_public_pem(key),
                 )
-            self.signers[name] = Signer(credential.key_id, key, algorithm)
-            self.wrong_signers[name] = Signer(credential.key_id, wrong_key, algorithm)
+            self.signers[name] = Signer(credential.key_id, key, algorithm, body)
+            self.wrong_signers[name] = Signer(credential.key_id, wrong_key, algorithm, body)
             self.headers[name] = None  # no Authorization header: Signature(-Input) instead
+        # mTLS: a CA of our own, one client certificate issued by it, forwarded by
+        # the TLS terminator (a trusted proxy) as nginx does ($ssl_client_escaped_cert).
+        self.ca = create_ca(name="bench CA", slug="bench-ca")
+        self.client_cert, _private_key = lifecycle.issue(
+            ClientCertificate, owner=user, name="bench", ca=self.ca, scopes=BENCH_SCOPE,
+        )
+        self.cert_header = urllib.parse.quote(self.client_cert.certificate_pem)
+        self.cert_headers = {"X-SSL-Client-Cert": self.cert_header, "X-SSL-Client-Verify": "SUCCESS"}
+        for name in MTLS:
+            self.headers[name] = None  # no Authorization header: the forwarded certificate instead
+        # The functools.lru_caches a forwarded nginx certificate goes through.
+        self.decode_caches = [client_cert.decode_nginx, client_cert.decode_pem, ca_x509._facts]
+
+    def clear_decode_caches(self) -> None:
+        """Forget every decoded certificate (the mtls_uncached row, between requests)."""
+        for cached in self.decode_caches:
+            cached.cache_clear()
+
+    def warm_decode_caches(self) -> None:
+        """Decode our certificate's header once, filling all three caches."""
+        self.decode_caches[0](self.cert_header)
+
+
+def json_body(size: int) -> bytes:
+    """A JSON document of exactly ``size`` bytes: a small order, padded with a note."""
+    doc: dict[str, Any] = {
+        "order": "bench-0001",
+        "items": [{"sku": f"SKU-{i:04d}", "qty": i % 7 + 1, "price": "19.90"} for i in range(8)],
+        "note": "",
+    }
+    doc["note"] = "x" * (size - len(json.dumps(doc, separators=(",", ":"))))
+    raw = json.dumps(doc, separators=(",", ":")).encode()
+    if len(raw) != size:
+        raise ValueError(f"cannot make a {size}-byte JSON body")
+    return raw
 
 
 def _flip_last(value: str) -> str:
@@ -259,15 +334,22 @@ def _public_pem(private_key: Any) -> str:
 class Signer:
     """The client of one RFC 9421 credential: ``django_apiauth.sign.sign_request``."""
 
-    def __init__(self, key_id: str, key: Any, algorithm: str) -> None:
-        self.key_id, self.key, self.algorithm = key_id, key, algorithm
+    def __init__(self, key_id: str, key: Any, algorithm: str, body: bytes | None = None) -> None:
+        self.key_id, self.key, self.algorithm, self.body = key_id, key, algorithm, body
 
     def headers(self, url: str) -> dict[str, str]:
-        """Signature-Input and Signature for a GET of ``url`` without a body:
-        ``@method`` and ``@target-uri`` covered, created = now, a fresh random nonce."""
+        """Signature-Input and Signature, created = now, a fresh random nonce.
+
+        Without a body: a GET of ``url``, ``@method`` and ``@target-uri`` covered.
+        With a body: a POST, plus ``Content-Digest`` (sha-256), and ``content-type``
+        and ``content-digest`` covered.
+        """
         from django_apiauth.sign import sign_request
 
-        return sign_request("GET", url, None, None, self.key_id, self.key, self.algorithm)
+        if self.body is None:
+            return sign_request("GET", url, None, None, self.key_id, self.key, self.algorithm)
+        return sign_request("POST", url, {"Content-Type": BODY_CONTENT_TYPE}, self.body,
+                            self.key_id, self.key, self.algorithm)
 
 
 def _wrong_ours_key(key: str) -> str:
@@ -296,9 +378,12 @@ class Driver:
         return f"http://testserver/bench/{slug}/"
 
     def environ(self, slug: str, authorization: str | None,
-                headers: dict[str, str] | None = None) -> dict[str, Any]:
+                headers: dict[str, str] | None = None, *, body: bytes | None = None,
+                remote_addr: str = "127.0.0.1") -> dict[str, Any]:
+        """A GET, or with ``body`` a POST of ``BODY_CONTENT_TYPE`` (the body itself is
+        given to :meth:`request` / :meth:`batch_each`, as ``wsgi.input``)."""
         environ: dict[str, Any] = {
-            "REQUEST_METHOD": "GET",
+            "REQUEST_METHOD": "GET" if body is None else "POST",
             "SCRIPT_NAME": "",
             "PATH_INFO": f"/bench/{slug}/",
             "QUERY_STRING": "",
@@ -308,7 +393,7 @@ class Driver:
             "HTTP_HOST": "testserver",
             "HTTP_ACCEPT": "application/json",
             "HTTP_USER_AGENT": "django-apiauth-bench/1",
-            "REMOTE_ADDR": "127.0.0.1",
+            "REMOTE_ADDR": remote_addr,
             "wsgi.version": (1, 0),
             "wsgi.url_scheme": "http",
             "wsgi.errors": self.errors,
@@ -316,6 +401,9 @@ class Driver:
             "wsgi.multiprocess": True,
             "wsgi.run_once": False,
         }
+        if body is not None:
+            environ["CONTENT_TYPE"] = BODY_CONTENT_TYPE
+            environ["CONTENT_LENGTH"] = str(len(body))
         if authorization is not None:
             environ["HTTP_AUTHORIZATION"] = authorization
         for name, value in (headers or {}).items():
@@ -325,11 +413,11 @@ class Driver:
     def signed_environs(self, slug: str, signer: Signer, n: int) -> list[dict[str, Any]]:
         """``n`` environs, each with its own signature (created = now, fresh nonce)."""
         url = self.url(slug)
-        return [self.environ(slug, None, signer.headers(url)) for _ in range(n)]
+        return [self.environ(slug, None, signer.headers(url), body=signer.body) for _ in range(n)]
 
-    def request(self, environ: dict[str, Any]) -> tuple[int, bytes]:
+    def request(self, environ: dict[str, Any], body: bytes = b"") -> tuple[int, bytes]:
         env = environ.copy()
-        env["wsgi.input"] = io.BytesIO()
+        env["wsgi.input"] = io.BytesIO(body)
         response = self.handler(env, _start_response)
         try:
             body = b"".join(response)
@@ -337,13 +425,19 @@ class Driver:
             response.close()
         return response.status_code, body
 
-    def batch(self, environ: dict[str, Any], n: int, out: list[int]) -> int:
-        """Time ``n`` requests (one sample each) and return how many were not 200."""
+    def batch(self, environ: dict[str, Any], n: int, out: list[int],
+              before: Callable[[], None] | None = None) -> int:
+        """Time ``n`` requests (one sample each) and return how many were not 200.
+
+        ``before``, if given, is called before each request, outside the timed region.
+        """
         handler = self.handler
         clock = time.perf_counter_ns
         new_input = io.BytesIO
         failures = 0
         for _ in range(n):
+            if before is not None:
+                before()
             start = clock()
             env = environ.copy()
             env["wsgi.input"] = new_input()
@@ -356,8 +450,9 @@ class Driver:
                 failures += 1
         return failures
 
-    def batch_each(self, environs: list[dict[str, Any]], out: list[int]) -> int:
-        """As :meth:`batch`, one request per prebuilt environ (the signed variants)."""
+    def batch_each(self, environs: list[dict[str, Any]], out: list[int], body: bytes = b"") -> int:
+        """As :meth:`batch`, one request per prebuilt environ (the signed variants),
+        each with ``body`` as its ``wsgi.input``."""
         handler = self.handler
         clock = time.perf_counter_ns
         new_input = io.BytesIO
@@ -365,7 +460,7 @@ class Driver:
         for environ in environs:
             start = clock()
             env = environ.copy()
-            env["wsgi.input"] = new_input()
+            env["wsgi.input"] = new_input(body)
             response = handler(env, _start_response)
             for _chunk in response:
                 pass
@@ -377,11 +472,31 @@ class Driver:
 
     def timed_batch(self, env: Environment, name: str, environ: dict[str, Any], n: int,
                     out: list[int]) -> int:
-        """``n`` timed requests of variant ``name``; the signed ones are signed first, untimed."""
+        """``n`` timed requests of variant ``name``; the signed ones are signed first, untimed.
+
+        ``mtls_uncached`` empties the decode caches before each request, untimed;
+        ``mtls_cached`` fills them first, untimed (the other row empties them).
+        """
         if name in SIGNED:
-            prepared = self.signed_environs(VARIANTS[name][1], env.signers[name], n)
-            return self.batch_each(prepared, out)
+            signer = env.signers[name]
+            prepared = self.signed_environs(VARIANTS[name][1], signer, n)
+            return self.batch_each(prepared, out, signer.body or b"")
+        if name == "mtls_uncached":
+            return self.batch(environ, n, out, before=env.clear_decode_caches)
+        if name == "mtls_cached":
+            env.warm_decode_caches()
         return self.batch(environ, n, out)
+
+
+def base_environ(env: Environment, driver: Driver, name: str) -> dict[str, Any]:
+    """The prebuilt environ of an unsigned variant (a signed one gets a new environ per request)."""
+    from benchmarks.settings import TRUSTED_PROXY
+
+    slug = VARIANTS[name][1]
+    if name in MTLS:
+        return driver.environ(slug, None, env.cert_headers, remote_addr=TRUSTED_PROXY)
+    return driver.environ(slug, env.headers[name])
+
 
 
 def _start_response(status: str, headers: Any, exc_info: Any = None) -> Callable[[bytes], None]:
@@ -426,6 +541,9 @@ def verify_variants(env: Environment, driver: Driver, names: Iterable[str]) -> N
         if name in SIGNED:
             problems += _verify_signed(env, driver, name)
             continue
+        if name in MTLS:
+            problems += _verify_mtls(env, driver, name)
+            continue
         with _AuditSuccess(_audit_setting(name)):
             before = AuditEvent.objects.filter(outcome="success").count()
             status, body = driver.request(driver.environ(slug, env.headers[name]))
@@ -448,27 +566,82 @@ def verify_variants(env: Environment, driver: Driver, names: Iterable[str]) -> N
 
 def _verify_signed(env: Environment, driver: Driver, name: str) -> list[str]:
     """A fresh signature: 200 and an audit row; the same request again: 401 (replay);
-    another key's signature or none: 401/403."""
+    another key's signature or none: 401/403; a POST with another body of the same
+    length: 401/403. The floor has no audit and no replay store: those two are not checked."""
     from django_apiauth.models import AuditEvent
 
     slug = VARIANTS[name][1]
+    signer = env.signers[name]
+    payload = signer.body or b""
     problems = []
-    [signed] = driver.signed_environs(slug, env.signers[name], 1)
+    [signed] = driver.signed_environs(slug, signer, 1)
     before = AuditEvent.objects.filter(outcome="success").count()
-    status, body = driver.request(signed)
+    status, body = driver.request(signed, payload)
     after = AuditEvent.objects.filter(outcome="success").count()
     if status != 200:
         problems.append(f"{name}: expected 200 with a fresh signature, got {status} {body[:200]!r}")
-    if after != before + 1:
+    if name != FLOOR and after != before + 1:
         problems.append(f"{name}: the success audit row was not written")
-    status, body = driver.request(signed)
-    if status != 401:
-        problems.append(f"{name}: expected 401 for a replayed signed request, got {status} {body[:200]!r}")
+    if name == FLOOR and after != before:
+        problems.append(f"{name}: an audit row was written")
+    if name != FLOOR:
+        status, body = driver.request(signed, payload)
+        if status != 401:
+            problems.append(f"{name}: expected 401 for a replayed signed request,"
+                            f" got {status} {body[:200]!r}")
     [wrong] = driver.signed_environs(slug, env.wrong_signers[name], 1)
-    for label, environ in (("wrong", wrong), ("missing", driver.environ(slug, None))):
-        status, body = driver.request(environ)
+    cases = [("wrong", wrong, payload), ("missing", driver.environ(slug, None, body=signer.body), payload)]
+    if signer.body:
+        [tampered] = driver.signed_environs(slug, signer, 1)
+        cases.append(("tampered-body", tampered, payload.replace(b"x", b"y", 1)))
+    for label, environ, data in cases:
+        status, body = driver.request(environ, data)
         if status not in (401, 403):
             problems.append(f"{name}: expected 401/403 with a {label} signature, got {status}")
+    return problems
+
+
+def _verify_mtls(env: Environment, driver: Driver, name: str) -> list[str]:
+    """The certificate from the trusted proxy: 200 and an audit row (and, uncached, a
+    miss in each decode cache); the same headers from an untrusted peer: 401; a failed
+    verification or no certificate: 401/403."""
+    from django_apiauth.models import AuditEvent
+
+    slug = VARIANTS[name][1]
+    environ = base_environ(env, driver, name)
+    problems = []
+    if name == "mtls_uncached":
+        env.clear_decode_caches()
+    else:
+        env.warm_decode_caches()
+    hits = [cached.cache_info().hits for cached in env.decode_caches]
+    before = AuditEvent.objects.filter(outcome="success").count()
+    status, body = driver.request(environ)
+    after = AuditEvent.objects.filter(outcome="success").count()
+    if status != 200:
+        problems.append(f"{name}: expected 200 with the certificate, got {status} {body[:200]!r}")
+    if after != before + 1:
+        problems.append(f"{name}: the success audit row was not written")
+    infos = [cached.cache_info() for cached in env.decode_caches]
+    if name == "mtls_uncached" and [(i.misses, i.currsize) for i in infos] != [(1, 1)] * len(infos):
+        problems.append(f"{name}: expected one miss in each emptied decode cache, got {infos}")
+    if name == "mtls_cached" and infos[0].hits != hits[0] + 1:
+        problems.append(f"{name}: expected a decode_nginx cache hit, got {infos[0]}")
+    from benchmarks.settings import TRUSTED_PROXY
+
+    untrusted = driver.environ(slug, None, env.cert_headers)
+    if untrusted["REMOTE_ADDR"] == TRUSTED_PROXY:
+        problems.append(f"{name}: the untrusted peer is the trusted proxy")
+    status, body = driver.request(untrusted)
+    if status != 401:
+        problems.append(f"{name}: expected 401 from an untrusted peer, got {status} {body[:200]!r}")
+    failed = driver.environ(slug, None, {**env.cert_headers, "X-SSL-Client-Verify": "FAILED:bench"},
+                            remote_addr=TRUSTED_PROXY)
+    missing = driver.environ(slug, None, remote_addr=TRUSTED_PROXY)
+    for label, other in (("failed verification", failed), ("missing certificate", missing)):
+        status, body = driver.request(other)
+        if status not in (401, 403):
+            problems.append(f"{name}: expected 401/403 with a {label}, got {status}")
     return problems
 
 
@@ -506,7 +679,7 @@ def bench_requests(env: Environment, names: list[str], rounds: int, batch: int,
                    warmup: int, seed: int) -> dict[str, Any]:
     driver = Driver()
     verify_variants(env, driver, names)
-    environs = {name: driver.environ(VARIANTS[name][1], env.headers[name]) for name in names}
+    environs = {name: base_environ(env, driver, name) for name in names}
     samples: dict[str, list[int]] = {name: [] for name in names}
     failures = dict.fromkeys(names, 0)
     rng = random.Random(seed)
@@ -547,6 +720,18 @@ def bench_requests(env: Environment, names: list[str], rounds: int, batch: int,
         blocks = {peer: block_ratios(samples, per_block, peer)
                   for peer in ("drf_api_key", "drf_token", "knox") if peer in names}
     signed = [name for name in names if name in SIGNED]
+    certs = [name for name in names if name in MTLS]
+
+    def over(subject: str, peer: str) -> dict[str, Any]:
+        """subject_overhead / peer_overhead, for the whole run and each fifth of it."""
+        if subject not in names or peer not in names:
+            return {"overhead_ratio": None, "by_fifth_of_run": []}
+        return {
+            "overhead_ratio": ratio(stats[subject]["overhead_us"], stats[peer]["overhead_us"]),
+            "by_fifth_of_run": (block_ratios(samples, per_block, peer, subject=subject)
+                                if per_block else []),
+        }
+
     result = {
         "rounds": rounds,
         "batch": batch,
@@ -558,16 +743,18 @@ def bench_requests(env: Environment, names: list[str], rounds: int, batch: int,
     if signed:
         result["signatures"] = {
             "replay_store": replay_store(),
-            "over_ours": {
-                name: {
-                    "algorithm": SIGNED[name],
-                    "overhead_ratio": (ratio(stats[name]["overhead_us"], stats[OURS]["overhead_us"])
-                                       if OURS in names else None),
-                    "by_fifth_of_run": (block_ratios(samples, per_block, OURS, subject=name)
-                                        if OURS in names and per_block else []),
-                }
-                for name in signed
-            },
+            "body_bytes": BODY_BYTES,
+            "over_ours": {name: {"algorithm": SIGNED[name], **over(name, OURS)} for name in signed},
+        }
+        if "sig_hmac_post" in names and FLOOR in names:
+            result["signatures"]["post_over_floor"] = over("sig_hmac_post", FLOOR)
+    if certs:
+        result["client_certificates"] = {
+            "over_ours": {name: over(name, OURS) for name in certs},
+            "uncached_minus_cached_us": (
+                stats["mtls_uncached"]["median_us"] - stats["mtls_cached"]["median_us"]
+                if set(MTLS) <= set(names) else None
+            ),
         }
     return result
 
@@ -796,6 +983,13 @@ def targets(result: dict[str, Any]) -> dict[str, Any]:
                 value = ratio(ours, variants[peer]["overhead_us"])
                 out[key] = {"value": value, "target": TARGET_OVERHEAD_RATIO,
                             "verdict": verdict(value, TARGET_OVERHEAD_RATIO)}
+        # Issues #3 and #4: against our own API-key row (no peer implements them).
+        for name, target in (("sig_hmac_post", TARGET_SIG_POST_RATIO),
+                             ("mtls_cached", TARGET_MTLS_RATIO)):
+            if name in variants:
+                value = ratio(variants[name]["overhead_us"], ours)
+                out[f"{name}_overhead / ours_overhead"] = {
+                    "value": value, "target": target, "verdict": verdict(value, target)}
     sizes = result.get("lookup", {}).get("sizes", {})
     if "1" in sizes:
         largest = max(sizes, key=int)
@@ -807,6 +1001,17 @@ def targets(result: dict[str, Any]) -> dict[str, Any]:
             if largest != "1000000":
                 entry["verdict"] = "n/a (1M keys skipped: " + entry["verdict"] + " at this size)"
             out[name] = entry
+    return out
+
+
+def info_ratios(result: dict[str, Any]) -> dict[str, float | None]:
+    """Ratios reported next to the targets, for information only."""
+    variants = result.get("requests", {}).get("variants", {})
+    out: dict[str, float | None] = {}
+    for subject, peer in (("sig_hmac_post", FLOOR), ("mtls_uncached", OURS)):
+        if subject in variants and peer in variants:
+            out[f"{subject}_overhead / {peer}_overhead"] = ratio(
+                variants[subject]["overhead_us"], variants[peer]["overhead_us"])
     return out
 
 
@@ -849,6 +1054,7 @@ def render(result: dict[str, Any]) -> str:
                           if fifths else "")
                 lines.append(f"   ours_overhead / {peer}_overhead = {fmt_ratio(value)}{spread}")
         lines += render_signatures(req)
+        lines += render_client_certificates(req)
     look = result.get("lookup")
     if look:
         lines += [
@@ -873,40 +1079,85 @@ def render(result: dict[str, Any]) -> str:
             )
     lines += ["", "Targets (\"done when\"):"]
     for name, entry in result["targets"].items():
-        lines.append(f"   {name:<40} = {fmt_ratio(entry['value']):>6}   target <= {entry['target']}"
+        lines.append(f"   {name:<44} = {fmt_ratio(entry['value']):>6}   target <= {entry['target']:<4}"
                      f"   {entry['verdict']}")
     if not result["targets"]:
         lines.append("   (nothing measured)")
+    if result.get("info_ratios"):
+        lines.append("   for information (no target):")
+        for name, value in result["info_ratios"].items():
+            lines.append(f"   {name:<44} = {fmt_ratio(value):>6}")
     return "\n".join(lines)
 
 
+def _spread(entry: dict[str, Any]) -> str:
+    fifths = [r for r in entry["by_fifth_of_run"] if r is not None]
+    return f"   (each fifth of the run: {min(fifths):.2f} to {max(fifths):.2f})" if fifths else ""
+
+
 def render_signatures(req: dict[str, Any]) -> list[str]:
-    """The RFC 9421 rows: overhead and its ratio to our API-key row (information only)."""
+    """The RFC 9421 rows: overhead and its ratio to our API-key row (and to the floor)."""
     sig = req.get("signatures")
     if not sig:
         return []
     variants = req["variants"]
     lines = [
         "",
-        "   RFC 9421 rows, for INFORMATION only (no target; no package in the comparison set"
-        " implements RFC 9421, so no peer row):",
-        "   HttpSignatureAuthentication + HasScopes, audit row INCLUDED; GET without a body,"
-        " signature over @method and @target-uri with created = now and a fresh nonce.",
+        "   RFC 9421 rows (no package in the comparison set implements RFC 9421, so no peer row):"
+        " HttpSignatureAuthentication + HasScopes, audit row INCLUDED.",
+        "   sig_hmac, sig_ed25519 (information): GET without a body, signature over @method and"
+        " @target-uri, created = now, a fresh nonce.",
+        f"   sig_hmac_post (issue #3 target vs ours): POST, {sig['body_bytes']:,}-byte JSON body,"
+        " Content-Digest sha-256; covered @method, @target-uri, content-type, content-digest.",
+        "   sig_floor (information): the same POST through a hand-written DRF authentication class"
+        " (benchmarks/floor.py): http_sf parse,",
+        "   signature base built by hand, sha-256 digest and HMAC compared; key in memory, no"
+        " database, no audit row, no replay store.",
         "   Every request carries its own signature (a repeat is refused as a replay): each batch"
         " is signed just before it is timed, signing NOT timed.",
         "   Checked before timing: a signed request gets 200 (audit row written), the same request"
-        " again 401.",
+        " again 401 (not the floor); another key, no signature, another body: 401/403.",
         f"   Replay store (nonce + signature, 2 cache.add per request): {sig['replay_store']};"
         " a shared cache (e.g. Redis) would add its round trips.",
     ]
     for name, entry in sig["over_ours"].items():
-        fifths = [r for r in entry["by_fifth_of_run"] if r is not None]
-        spread = (f"   (each fifth of the run: {min(fifths):.2f} to {max(fifths):.2f})"
-                  if fifths else "")
         lines.append(
-            f"   {name + '_overhead':<20} = {variants[name]['overhead_us']:7.1f} µs over baseline;"
-            f" / ours_overhead (ApiKey) = {fmt_ratio(entry['overhead_ratio'])}{spread}"
+            f"   {name + '_overhead':<24} = {variants[name]['overhead_us']:7.1f} µs over baseline;"
+            f" / ours_overhead (ApiKey) = {fmt_ratio(entry['overhead_ratio'])}{_spread(entry)}"
         )
+    if "post_over_floor" in sig:
+        entry = sig["post_over_floor"]
+        lines.append(f"   sig_hmac_post_overhead / sig_floor_overhead = {fmt_ratio(entry['overhead_ratio'])}"
+                     f"{_spread(entry)}")
+    return lines
+
+
+def render_client_certificates(req: dict[str, Any]) -> list[str]:
+    """The mTLS rows: overhead and its ratio to our API-key row."""
+    certs = req.get("client_certificates")
+    if not certs:
+        return []
+    variants = req["variants"]
+    lines = [
+        "",
+        "   mTLS rows: ClientCertificateAuthentication + HasScopes, audit row INCLUDED; certificate"
+        " from the app's CA (create_ca, lifecycle.issue),",
+        "   forwarded as nginx does (X-SSL-Client-Cert: URL-encoded PEM, X-SSL-Client-Verify:"
+        " SUCCESS) by a trusted proxy (REMOTE_ADDR in APIAUTH_TRUSTED_PROXIES).",
+        "   mtls_cached (issue #4 target vs ours): the same header every request, decode caches"
+        " hit. mtls_uncached (information): decode_nginx, decode_pem",
+        "   and ca.x509._facts emptied before every request, NOT timed: URL-decode, base64 and"
+        " ASN.1 parse in every request.",
+        "   Checked before timing: 200 (audit row written; uncached: one miss per cache), the same"
+        " headers from an untrusted peer 401, failed verify / none 401/403.",
+    ]
+    for name, entry in certs["over_ours"].items():
+        lines.append(
+            f"   {name + '_overhead':<24} = {variants[name]['overhead_us']:7.1f} µs over baseline;"
+            f" / ours_overhead (ApiKey) = {fmt_ratio(entry['overhead_ratio'])}{_spread(entry)}"
+        )
+    if certs["uncached_minus_cached_us"] is not None:
+        lines.append(f"   mtls_uncached - mtls_cached (medians) = {certs['uncached_minus_cached_us']:.1f} µs")
     return lines
 
 
@@ -920,17 +1171,20 @@ def profile(env: Environment, name: str, n: int) -> None:
 
     driver = Driver()
     verify_variants(env, driver, [name])
-    environ = driver.environ(VARIANTS[name][1], env.headers[name])
+    environ = base_environ(env, driver, name)
     with _AuditSuccess(_audit_setting(name)):
         driver.timed_batch(env, name, environ, 200, [])
         if name in SIGNED:  # signed before profiling: only the server's work is profiled
             prepared = driver.signed_environs(VARIANTS[name][1], env.signers[name], n)
+        if name == "mtls_cached":
+            env.warm_decode_caches()
         profiler = cProfile.Profile()
         profiler.enable()
         if name in SIGNED:
-            driver.batch_each(prepared, [])
-        else:
-            driver.batch(environ, n, [])
+            driver.batch_each(prepared, [], env.signers[name].body or b"")
+        else:  # mtls_uncached: the cache_clear calls are profiled too (negligible)
+            driver.batch(environ, n, [],
+                         before=env.clear_decode_caches if name == "mtls_uncached" else None)
         profiler.disable()
     stats = pstats.Stats(profiler, stream=sys.stdout)
     stats.strip_dirs().sort_stats("cumulative").print_stats(45)
@@ -960,7 +1214,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-info-variant", action="store_true",
                         help="leave out the informational ours_no_audit variant")
     parser.add_argument("--no-signatures", action="store_true",
-                        help="leave out the informational RFC 9421 variants (sig_hmac, sig_ed25519)")
+                        help="leave out the RFC 9421 variants (sig_hmac, sig_ed25519, sig_hmac_post,"
+                             " sig_floor)")
+    parser.add_argument("--no-mtls", action="store_true",
+                        help="leave out the client-certificate variants (mtls_cached, mtls_uncached)")
     parser.add_argument("--seed", type=int, default=None, help="shuffle seed (default: random)")
     parser.add_argument("--json", type=Path, default=None,
                         help="results file (default benchmarks/results/bench-<time>.json)")
@@ -992,7 +1249,8 @@ def main(argv: list[str] | None = None) -> int:
         result: dict[str, Any] = {"info": run_info(env, args)}
         if not args.skip_requests:
             names = [n for n in VARIANTS if not (args.no_info_variant and n == "ours_no_audit")
-                     and not (args.no_signatures and n in SIGNED)]
+                     and not (args.no_signatures and n in SIGNED)
+                     and not (args.no_mtls and n in MTLS)]
             log(f"requests: {args.rounds} rounds x {args.batch} per variant, {len(names)} variants")
             result["requests"] = bench_requests(env, names, args.rounds, args.batch,
                                                 warmup=200, seed=args.seed)
@@ -1001,6 +1259,7 @@ def main(argv: list[str] | None = None) -> int:
             result["lookup"] = bench_lookup(env, args.lookup_rounds, args.lookup_batch,
                                             seed=args.seed)
         result["targets"] = targets(result)
+        result["info_ratios"] = info_ratios(result)
         print(render(result), flush=True)
         path = args.json or RESULTS_DIR / f"bench-{datetime.now(UTC):%Y%m%d-%H%M%S}.json"
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -9,6 +9,9 @@
 * Cache: ``default`` is a ``LocMemCache`` (local memory of the process). It
   is the replay store of the RFC 9421 rows (``APIAUTH_REPLAY_CACHE``), with
   room for every nonce and signature of a run.
+* ``APIAUTH_TRUSTED_PROXIES``: ``TRUSTED_PROXY`` (127.0.0.2), the TLS
+  terminator of the mTLS rows; every other row comes from 127.0.0.1, which is
+  not a trusted proxy.
 * Persistent connection (``CONN_MAX_AGE=None``): the benchmark measures
   authentication, not connection set-up.
 * ``DEBUG=False`` (no query log), no middleware, JSON renderer only: every
@@ -33,6 +36,10 @@ SQLITE_OPTIONS = {
 # Two replay-store entries per signed request (nonce and signature), kept for
 # 2 x APIAUTH_SIGNATURE_MAX_SKEW = 600 s, longer than a run.
 REPLAY_CACHE_ENTRIES = 2_000_000
+
+# The TLS terminator that forwards client certificates (mTLS rows). Its
+# headers are believed only from APIAUTH_TRUSTED_PROXIES.
+TRUSTED_PROXY = "127.0.0.2"
 
 
 def databases(tmpdir: Path, extra_aliases: list[str]) -> tuple[dict[str, Any], str]:
@@ -96,6 +103,7 @@ def build(tmpdir: Path, extra_aliases: list[str]) -> tuple[dict[str, Any], str]:
                 "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
                 "OPTIONS": {"MAX_ENTRIES": REPLAY_CACHE_ENTRIES},
             }},
+            "APIAUTH_TRUSTED_PROXIES": [f"{TRUSTED_PROXY}/32"],
             "DEFAULT_AUTO_FIELD": "django.db.models.BigAutoField",
             "USE_TZ": True,
             "TIME_ZONE": "UTC",

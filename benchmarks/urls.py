@@ -14,6 +14,8 @@ VIEWS = {
     "drf-token": views.DrfTokenView.as_view(),
     "knox": views.KnoxView.as_view(),
     "http-sig": views.SignatureView.as_view(),
+    "sig-floor": views.FloorView.as_view(),
+    "mtls": views.ClientCertView.as_view(),
 }
 
 
