@@ -149,7 +149,9 @@ class AbstractHmacSecret(AbstractCredential):
         """The key that verifies this credential's signatures (decrypted or loaded)."""
         if self.algorithm in self.ASYMMETRIC:
             return signing.load_public_key(self.public_key, self.algorithm)
-        return encryption.decrypt(self.secret_encrypted, self.encryption_context("secret_encrypted"))
+        return encryption.decrypt_cached(
+            self.secret_encrypted, self.encryption_context("secret_encrypted")
+        )
 
 
 class HmacSecret(AbstractHmacSecret):

@@ -19,6 +19,7 @@ import base64
 import hashlib
 import os
 from collections.abc import Sequence
+from functools import lru_cache
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -115,3 +116,19 @@ def reencrypt(token: str, context: str) -> str:
 
 def configured_key_ids() -> Sequence[str]:
     return [key_id for key_id, _cipher in keyring()]
+
+
+def decrypt_cached(token: str, context: str) -> bytes:
+    """:func:`decrypt`, memoised per process for hot verification keys.
+
+    The key stays in this process's memory (where verification needs it
+    anyway); the memo is keyed by the ciphertext, its context and the
+    configured keys, so re-encryption or a key change misses it. Revocation
+    is unaffected: the credential row is read on every request.
+    """
+    return _decrypt_memo(token, context, _sources())
+
+
+@lru_cache(maxsize=1024)
+def _decrypt_memo(token: str, context: str, sources: tuple[str | bytes, ...]) -> bytes:
+    return decrypt(token, context)

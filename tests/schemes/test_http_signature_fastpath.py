@@ -156,3 +156,37 @@ def test_digest_rules():
     assert not http_signature._digest_matches(good256, body + b" ")
     assert not http_signature._digest_matches("garbage", body)
     assert not http_signature._digest_matches("", body)
+
+
+@pytest.mark.parametrize("value", [
+    'sig=("@method" "@target-uri");created=1700000000;keyid="hk_x";alg="hmac-sha256";nonce="abc"',
+    'sig=( "@method"  "@target-uri" );created=1',
+    'sig=();created=1',
+    'sig=("@method");created=-5;keyid="a b"',
+    'sig=("@method");keyid="x";keyid="y"',
+    'sig=("@method";sf);created=1',
+    'sig=:AAECAwQ=:',
+    'sig=:AAECAwQ:',
+    "sha-256=:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=:",
+    "sha-256=:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=:, sha-512=:AA==:",
+    'sig=:AA==:;x=1',
+    'a=("x"), b=("y")',
+])
+def test_fast_dictionary_parser_agrees_with_http_sf(value):
+    import http_sf
+
+    try:
+        expected = http_sf.parse(value.encode(), tltype="dictionary")
+    except Exception as exc:
+        with pytest.raises(type(exc)):
+            http_signature.parse_dictionary(value)
+        return
+    got = http_signature.parse_dictionary(value)
+    assert list(got) == list(expected)
+    for label in got:
+        (g_value, g_params), (e_value, e_params) = got[label], expected[label]
+        assert dict(g_params) == dict(e_params)
+        if isinstance(e_value, list):
+            assert [(v, dict(p)) for v, p in g_value] == [(v, dict(p)) for v, p in e_value]
+        else:
+            assert g_value == e_value
