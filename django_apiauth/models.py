@@ -242,6 +242,9 @@ class AbstractClientCertificate(AbstractCredential):
 
     credential_kind: ClassVar[str] = "client_cert"
     lookup_field: ClassVar[str] = "fingerprint_sha256"
+    # The certificate itself is not needed to authenticate (the fingerprint
+    # pins it and the forwarded copy was parsed): keep the lookup row short.
+    lookup_defer: ClassVar[tuple[str, ...]] = ("certificate_pem", "sans", "subject", "issuer")
     secret_name: ClassVar[str] = "private_key"  # noqa: S105 (a label, not a secret)
 
     KEY_TYPES = (("ec", _("EC P-256")), ("rsa", _("RSA 3072")))

@@ -45,6 +45,8 @@ class _CompiledLookup:
         qs = model._default_manager.db_manager(alias).select_related("owner").filter(
             **{field: _PLACEHOLDER}
         )
+        if model.lookup_defer:
+            qs = qs.defer(*model.lookup_defer)
         compiler = qs.query.get_compiler(using=alias)
         sql, params = compiler.as_sql()
         if list(params) != [_PLACEHOLDER]:  # pragma: no cover - defensive

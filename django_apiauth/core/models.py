@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 from datetime import datetime
+from functools import lru_cache
 from typing import Any, ClassVar
 
 from django.conf import settings
@@ -78,6 +79,8 @@ class AbstractCredential(models.Model):
 
     credential_kind: ClassVar[str] = ""
     lookup_field: ClassVar[str] = "id"
+    #: Long columns the per-request lookup leaves unloaded (read on access).
+    lookup_defer: ClassVar[tuple[str, ...]] = ()
     #: What the one-time secret is called in output (``"key"`` for API keys).
     secret_name: ClassVar[str] = "secret"  # noqa: S105 (a label, not a secret)
 
@@ -215,6 +218,11 @@ def parse_networks(
 def ip_allowed(ip: str | None, spec: str | tuple[str, ...]) -> bool:
     if not ip:
         return False
+    return _ip_allowed(ip, spec if isinstance(spec, str) else " ".join(spec))
+
+
+@lru_cache(maxsize=4096)
+def _ip_allowed(ip: str, spec: str) -> bool:
     try:
         address = ipaddress.ip_address(ip)
     except ValueError:
