@@ -136,11 +136,7 @@ class AppSettings:
         """Forwarded-certificate headers and their formats, accepted only from
         ``APIAUTH_TRUSTED_PROXIES``: ``{"X-SSL-Client-Cert": "nginx",
         "X-Forwarded-Client-Cert": "envoy", "Client-Cert": "rfc9440"}``."""
-        return dict(self._setting("CLIENT_CERT_HEADERS", {
-            "X-SSL-Client-Cert": "nginx",
-            "X-Forwarded-Client-Cert": "envoy",
-            "Client-Cert": "rfc9440",
-        }))
+        return self._setting("CLIENT_CERT_HEADERS", _DEFAULT_CLIENT_CERT_HEADERS)  # type: ignore[no-any-return]
 
     @property
     def CLIENT_CERT_VERIFY_HEADER(self) -> str:
@@ -200,6 +196,11 @@ def _derive_pepper(secret_key: str) -> bytes:
 
 
 _PEPPER_CACHE: dict[str, bytes] = {}
+_DEFAULT_CLIENT_CERT_HEADERS: dict[str, str] = {
+    "X-SSL-Client-Cert": "nginx",
+    "X-Forwarded-Client-Cert": "envoy",
+    "Client-Cert": "rfc9440",
+}
 _MISSING = object()
 _MEMO: dict[str, Any] = {}
 

@@ -44,6 +44,7 @@ MAX_HEADER_LENGTH = 16 * 1024
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 
+@lru_cache(maxsize=64)
 def _meta_name(header: str) -> str:
     return "HTTP_" + header.upper().replace("-", "_")
 
@@ -173,11 +174,11 @@ class ClientCertificateAuthentication(CredentialAuthentication):
 
     def extract(self, request: HttpRequest) -> Presented | None:
         meta = request.META
-        found = [
-            (header, fmt, meta[_meta_name(header)])
-            for header, fmt in app_settings.CLIENT_CERT_HEADERS.items()
-            if meta.get(_meta_name(header))
-        ]
+        found = []
+        for header, fmt in app_settings.CLIENT_CERT_HEADERS.items():
+            value = meta.get(_meta_name(header))
+            if value:
+                found.append((header, fmt, value))
         if found and not peer_is_trusted_proxy(request):
             raise Refused(reasons.UNTRUSTED_PROXY, detail={"headers": [h for h, _f, _v in found]})
         if app_settings.CLIENT_CERT_FROM_ENVIRON and meta.get("SSL_CLIENT_CERT"):
