@@ -31,11 +31,16 @@ def create_ca(*, name: str, slug: str, days: int = 3650, key_type: str = "ec",
     ca.private_key_encrypted = encryption.encrypt(
         ca_x509.private_key_pem(key).encode(), ca.encryption_context("private_key_encrypted")
     )
+    return _save(ca, "ca.created", actor, via)
+
+
+def _save(ca: CertificateAuthority, event: str, actor: Any, via: str | None) -> CertificateAuthority:
+    """Validate, save and audit a new CA in one transaction."""
     ca.full_clean()
     with transaction.atomic():
         ca.save()
         audit.record(
-            event="ca.created", scheme="client_cert", outcome=audit.SUCCESS, reason=reasons.ISSUED,
+            event=event, scheme="client_cert", outcome=audit.SUCCESS, reason=reasons.ISSUED,
             credential_id=ca.slug,
             detail={"actor": actor.get_username() if actor is not None else None,
                     **({"via": via} if via else {}),
@@ -66,17 +71,7 @@ def import_ca(*, name: str, slug: str, certificate_pem: str, actor: Any = None,
         fingerprint_sha256=facts.fingerprint_sha256,
         not_before=facts.not_before, not_after=facts.not_after,
     )
-    ca.full_clean()
-    with transaction.atomic():
-        ca.save()
-        audit.record(
-            event="ca.imported", scheme="client_cert", outcome=audit.SUCCESS, reason=reasons.ISSUED,
-            credential_id=ca.slug,
-            detail={"actor": actor.get_username() if actor is not None else None,
-                    **({"via": via} if via else {}),
-                    "fingerprint_sha256": ca.fingerprint_sha256},
-        )
-    return ca
+    return _save(ca, "ca.imported", actor, via)
 
 
 def sign_csr(ca: CertificateAuthority, csr_pem: str, *, owner: Any, not_after: datetime) -> str:

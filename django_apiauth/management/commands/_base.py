@@ -178,3 +178,17 @@ def secret_label(credential: AbstractCredential) -> str:
 
 def when(value: datetime | None, never: str = "never") -> str:
     return value.isoformat(timespec="seconds") if value is not None else never
+
+
+def add_credential_arguments(parser: CommandParser, noun: str) -> None:
+    """The options every ``issue_*`` command shares (DESIGN §6)."""
+    parser.add_argument("--owner", required=True, metavar="USERNAME",
+                        help=f"User the {noun} authenticates as (e.g. a service account).")
+    parser.add_argument("--name", required=True, help="Human label, e.g. 'billing cron'.")
+    parser.add_argument("--scopes", nargs="*", default=[], metavar="SCOPE",
+                        help="Scopes granted, e.g. --scopes echo:write orders:read.")
+    parser.add_argument("--expires-in", metavar="DURATION",
+                        help="Lifetime such as 90s, 15m, 12h or 30d (default: no expiry).")
+    parser.add_argument("--allowed-ips", nargs="*", default=[], metavar="CIDR",
+                        help=f"IP addresses or CIDR networks the {noun} may be used from "
+                             "(default: any).")

@@ -19,7 +19,14 @@ from django.utils import timezone
 
 from ...core import lifecycle, registry
 from ...models import HmacSecret
-from ._base import ApiAuthCommand, duration_option, get_owner, validation_message, when
+from ._base import (
+    ApiAuthCommand,
+    add_credential_arguments,
+    duration_option,
+    get_owner,
+    validation_message,
+    when,
+)
 
 _OPTIONS = {
     "name": "--name", "scopes": "--scopes", "allowed_ips": "--allowed-ips",
@@ -78,16 +85,7 @@ class Command(ApiAuthCommand):
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--owner", required=True, metavar="USERNAME",
-                            help="User the credential authenticates as (e.g. a service account).")
-        parser.add_argument("--name", required=True, help="Human label, e.g. 'billing cron'.")
-        parser.add_argument("--scopes", nargs="*", default=[], metavar="SCOPE",
-                            help="Scopes granted, e.g. --scopes echo:write orders:read.")
-        parser.add_argument("--expires-in", metavar="DURATION",
-                            help="Lifetime such as 90s, 15m, 12h or 30d (default: no expiry).")
-        parser.add_argument("--allowed-ips", nargs="*", default=[], metavar="CIDR",
-                            help="IP addresses or CIDR networks the credential may be used from "
-                                 "(default: any).")
+        add_credential_arguments(parser, "credential")
         parser.add_argument(
             "--algorithm", choices=_ALGORITHMS,
             help="Signature algorithm: hmac-sha256 (shared secret; the default without "
