@@ -83,7 +83,6 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
             hint="Name an alias of DATABASES (every refusal would otherwise be a 503).",
             id="apiauth.E006",
         ))
-        return errors
     replay_backend = settings.CACHES.get(app_settings.REPLAY_CACHE, {}).get("BACKEND", "")
     if not replay_backend:
         errors.append(Error(
@@ -108,7 +107,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
             hint=f"Use one of: {', '.join(sorted(DECODERS))}.", id="apiauth.E008",
         ))
     audit_alias = app_settings.AUDIT_DATABASE or _audit_alias()
-    if settings.DATABASES.get(audit_alias, {}).get("ATOMIC_REQUESTS"):
+    if settings.DATABASES.get(audit_alias, {}).get("ATOMIC_REQUESTS"):  # unknown alias: {} (E006)
         errors.append(Warning(
             f"Database {audit_alias!r} has ATOMIC_REQUESTS = True: when DRF answers an error it "
             "rolls the request's transaction back, and the audit row of a refused "
