@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from django.utils.translation import gettext_lazy as _
@@ -11,6 +12,8 @@ from rest_framework.permissions import BasePermission
 from .core import audit, reasons
 from .core.authentication import CodedError, NotAuthenticated, ServiceUnavailable
 from .core.principal import Principal
+
+_SCHEME_WORD = re.compile(r"[A-Za-z][A-Za-z0-9._-]{0,19}")
 
 
 class InsufficientScope(CodedError, exceptions.PermissionDenied):
@@ -81,6 +84,15 @@ class HasScopes(BasePermission):
 
 
 def _authorization_scheme(request: Any) -> str:
-    """The scheme word of ``Authorization`` (never the credential), for the audit row."""
-    word = request.META.get("HTTP_AUTHORIZATION", "").partition(" ")[0]
-    return word[:32]
+    """The scheme word of ``Authorization`` (never the credential), for the audit row.
+
+    Only a short token followed by a space counts as a scheme word: a header
+    holding a bare credential (``Authorization: ak_…``, a bare bearer token)
+    has no scheme word, and nothing of it is recorded.
+    """
+    word, sep, _rest = request.META.get("HTTP_AUTHORIZATION", "").partition(" ")
+    if not word:
+        return ""
+    if sep and _SCHEME_WORD.fullmatch(word):
+        return word
+    return "(unrecognised)"

@@ -70,25 +70,27 @@ def rotate(credential: C, *, grace: timedelta | None = None, actor: Any = None,
     """
     now = now or timezone.now()
     grace = app_settings.ROTATION_GRACE if grace is None else grace
-    if credential.revoked_at is not None:
-        raise LifecycleError("A revoked credential cannot be rotated.")
-    if credential.expires_at is not None and credential.expires_at <= now:
-        raise LifecycleError("An expired credential cannot be rotated.")
     model = type(credential)
-    successor_ids = list(
-        model._default_manager.filter(rotated_from=credential).values_list(model.lookup_field, flat=True)
-    )
-    if successor_ids:
-        # A second rotation during the grace would fork the chain and derive the
-        # new lifetime from the shortened expiry; rotate the successor instead.
-        raise LifecycleError(
-            f"This credential was already rotated; rotate its successor {successor_ids[0]} instead."
-        )
-    grace_until = now + grace
-    lifetime = (
-        credential.expires_at - credential.created_at if credential.expires_at is not None else None
-    )
     with transaction.atomic(using=router_for(model)):
+        _lock_and_refresh(credential)
+        if credential.revoked_at is not None:
+            raise LifecycleError("A revoked credential cannot be rotated.")
+        if credential.expires_at is not None and credential.expires_at <= now:
+            raise LifecycleError("An expired credential cannot be rotated.")
+        successor_ids = list(
+            model._default_manager.filter(rotated_from=credential)
+            .values_list(model.lookup_field, flat=True)
+        )
+        if successor_ids:
+            # A second rotation during the grace would fork the chain and derive the
+            # new lifetime from the shortened expiry; rotate the successor instead.
+            raise LifecycleError(
+                f"This credential was already rotated; rotate its successor {successor_ids[0]} instead."
+            )
+        grace_until = now + grace
+        lifetime = (
+            credential.expires_at - credential.created_at if credential.expires_at is not None else None
+        )
         successor = model(
             owner=credential.owner,
             name=credential.name,
@@ -127,11 +129,12 @@ def revoke(credential: AbstractCredential, *, reason: str, actor: Any = None,
     reason = (reason or "").strip()
     if not reason:
         raise LifecycleError("A revocation needs a reason.")
-    if credential.revoked_at is not None:
-        raise LifecycleError("This credential is already revoked.")
     now = now or timezone.now()
     model = type(credential)
     with transaction.atomic(using=router_for(model)):
+        _lock_and_refresh(credential)
+        if credential.revoked_at is not None:
+            raise LifecycleError("This credential is already revoked.")
         credential.revoked_at = now
         credential.revoked_reason = audit.sanitise(reason, 200)
         credential.save(update_fields=["revoked_at", "revoked_reason"])
@@ -155,12 +158,23 @@ def update(credential: AbstractCredential, *, changes: dict[str, Any], actor: An
         raise LifecycleError(f"These fields cannot be changed: {', '.join(forbidden)}; rotate instead.")
     if not changes:
         return
-    if credential.revoked_at is not None:
-        raise LifecycleError("A revoked credential cannot be changed.")
-    for name, value in changes.items():
-        setattr(credential, name, value)
-    credential.full_clean()
-    with transaction.atomic(using=router_for(type(credential))):
+    model = type(credential)
+    with transaction.atomic(using=router_for(model)):
+        _lock_and_refresh(credential)
+        if credential.revoked_at is not None:
+            raise LifecycleError("A revoked credential cannot be changed.")
+        if "expires_at" in changes:
+            old, new = credential.expires_at, changes["expires_at"]
+            ended = old is not None and old <= timezone.now()
+            rotated = model._default_manager.filter(rotated_from=credential).exists()
+            if (ended or rotated) and (new is None or (old is not None and new > old)):
+                # Only shortening: an expired or rotated-out credential stays ended.
+                raise LifecycleError(
+                    "An expired or rotated-out credential cannot be extended; issue or rotate instead."
+                )
+        for name, value in changes.items():
+            setattr(credential, name, value)
+        credential.full_clean()
         credential.save(update_fields=list(changes))
         _audit("credential.changed", credential, reasons.CHANGED, actor, {
             "changed": {
@@ -168,6 +182,16 @@ def update(credential: AbstractCredential, *, changes: dict[str, Any], actor: An
                 for name, value in changes.items()
             },
         }, via=via)
+
+
+def _lock_and_refresh(credential: AbstractCredential) -> None:
+    """Lock the row (where the database can) and re-read its lifecycle fields,
+    so a decision is never taken on a stale copy (e.g. revoked meanwhile)."""
+    fresh = (type(credential)._default_manager.select_for_update()
+             .only("revoked_at", "revoked_reason", "expires_at", "not_before")
+             .get(pk=credential.pk))
+    for name in ("revoked_at", "revoked_reason", "expires_at", "not_before"):
+        setattr(credential, name, getattr(fresh, name))
 
 
 def audit_deletion(sender: type[AbstractCredential], instance: AbstractCredential,

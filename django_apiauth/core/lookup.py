@@ -91,7 +91,8 @@ def lookup(model: type[C], value: str, field: str | None = None) -> C | None:
     so that the audit row says *why* a credential was refused.
     """
     field = field or model.lookup_field
-    alias = router.db_for_read(model)
+    # The primary, not a replica: a revocation must hold on the very next request.
+    alias = router.db_for_write(model)
     compiled = _compiled(model, field, alias)
     connection = connections[alias]
     row: Any = compiled.statement.execute(connection, (value,), fetchone=True)

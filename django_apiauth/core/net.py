@@ -25,9 +25,13 @@ def client_ip(request: HttpRequest) -> str | None:
     ip = remote
     if trusted and remote and ip_allowed(remote, trusted):
         forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "")
-        for hop in reversed([h.strip() for h in forwarded.split(",") if h.strip()]):
+        for raw in reversed([h.strip() for h in forwarded.split(",") if h.strip()]):
+            hop = _strip_port(raw)
             if not _is_ip(hop):
-                break  # garbage in the chain: stop at the last address we can vouch for
+                # A hop we cannot read: the client is unknown (never the proxy's
+                # own address, which an allow-list might accept).
+                ip = None
+                break
             ip = hop
             if not ip_allowed(hop, trusted):
                 break
@@ -36,6 +40,16 @@ def client_ip(request: HttpRequest) -> str | None:
     except AttributeError:  # pragma: no cover - exotic request objects
         pass
     return ip
+
+
+def _strip_port(value: str) -> str:
+    """``1.2.3.4:5678`` → ``1.2.3.4``; ``[2001:db8::1]:443`` → ``2001:db8::1``."""
+    if value.startswith("["):
+        end = value.find("]")
+        return value[1:end] if end > 0 else value
+    if value.count(":") == 1:
+        return value.split(":", 1)[0]
+    return value
 
 
 def _is_ip(value: str) -> bool:

@@ -45,9 +45,14 @@ class ApiKeyAuthentication(CredentialAuthentication):
         header_key = meta.get(_meta_name(app_settings.API_KEY_HEADER))
         key: str | None = None
         if authorization:
-            word, _sep, value = authorization.partition(" ")
+            word, sep, value = authorization.partition(" ")
             if word.lower() == keyword.lower():
                 key = value
+            elif not sep and word.startswith(app_settings.API_KEY_PREFIX + "_"):
+                # The key without its keyword: ours, so refuse it clearly.
+                raise Refused(reasons.MALFORMED, client_message=(
+                    f"Send the key as 'Authorization: {keyword} <key>' or in {app_settings.API_KEY_HEADER}."
+                ))
         if header_key is not None:
             if key is not None:
                 raise Refused(reasons.AMBIGUOUS)

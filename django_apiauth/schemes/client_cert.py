@@ -228,6 +228,11 @@ class ClientCertificateAuthentication(CredentialAuthentication):
                 break
         else:
             return None
+        from ..models import AuditEvent
+
+        if AuditEvent.objects.filter(credential_id=facts.fingerprint_sha256,
+                                     event="credential.revoked").exists():
+            return None  # revoked once (row since deleted): revocation is one-way
         owner = self.owner_for(facts, ca)
         if owner is None or not owner.is_active:
             return None
@@ -248,16 +253,20 @@ class ClientCertificateAuthentication(CredentialAuthentication):
     def owner_for(self, facts: ca_x509.CertificateFacts, ca: Any) -> Any:
         """Map a chained certificate to a user. Override for your directory.
 
-        Default: the user whose username equals the certificate's CN — never a
-        staff member or superuser (another organisation's CA must not be able to
-        mint an administrator). Override to map from your directory.
+        Default: the user whose username equals the certificate's CN, and only
+        if an operator bound that user to this CA by putting them in the group
+        ``apiauth-chain:<ca slug>`` — another organisation's CA must not be
+        able to act as any local account it names. Never a staff member or
+        superuser.
         """
         from django.contrib.auth import get_user_model
 
         User = get_user_model()
         if not facts.common_name:
             return None
-        user = User._default_manager.filter(**{User.USERNAME_FIELD: facts.common_name}).first()
+        user = User._default_manager.filter(
+            **{User.USERNAME_FIELD: facts.common_name, "groups__name": f"apiauth-chain:{ca.slug}"}
+        ).first()
         if user is None or getattr(user, "is_staff", False) or getattr(user, "is_superuser", False):
             return None
         return user

@@ -35,6 +35,7 @@ from cryptography.exceptions import InvalidSignature as InvalidSignatureError
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+from django.core.exceptions import DisallowedHost
 from django.http import HttpRequest
 from http_message_signatures import HTTPMessageVerifier, HTTPSignatureKeyResolver, algorithms
 from http_message_signatures.exceptions import HTTPMessageSignaturesException, InvalidSignature
@@ -118,6 +119,14 @@ class HttpSignatureAuthentication(CredentialAuthentication):
             raise Refused(reasons.MALFORMED, client_message=(
                 "Send both the Signature-Input and the Signature header (RFC 9421)."
             ))
+        try:
+            getattr(request, "_request", request).get_host()
+        except DisallowedHost:
+            # The signed @target-uri / @authority cannot be rebuilt from a host
+            # this site does not serve: a refusal, audited, not a bare 400.
+            raise Refused(reasons.MALFORMED, client_message=(
+                "The Host header names a host this server does not serve."
+            )) from None
         limit = app_settings.SIGNATURE_MAX_HEADER_LENGTH
         if len(signature_input) > limit or len(signature) > limit:
             raise Refused(reasons.MALFORMED, detail={"length": max(len(signature_input), len(signature))})

@@ -156,3 +156,26 @@ def test_deletion_is_audited(api_key, user):
     user.delete()  # cascades to the key
     row = AuditEvent.objects.get(event="credential.deleted")
     assert (row.credential_id, row.reason) == (lookup_id, "deleted")
+
+
+def test_update_cannot_revive_an_expired_or_rotated_out_credential(client, make_api_key):
+    old, old_key = make_api_key(expires_at=timezone.now() + timedelta(days=30))
+    lifecycle.rotate(old, grace=timedelta(0))
+    old.refresh_from_db()
+    for expires in (None, timezone.now() + timedelta(days=365)):
+        with pytest.raises(lifecycle.LifecycleError):
+            lifecycle.update(old, changes={"expires_at": expires})
+    assert client.get("/api/whoami/", **auth(old_key)).status_code == 401
+    lifecycle.update(old, changes={"name": "renamed"})  # other fields stay editable
+
+
+def test_rotate_and_revoke_reread_the_row(api_key):
+    """A stale copy (revoked meanwhile elsewhere) is not rotated or revoked twice."""
+    obj, _ = api_key
+    stale = ApiKey.objects.get(pk=obj.pk)
+    lifecycle.revoke(obj, reason="elsewhere")
+    with pytest.raises(lifecycle.LifecycleError):
+        lifecycle.rotate(stale)
+    with pytest.raises(lifecycle.LifecycleError):
+        lifecycle.revoke(ApiKey.objects.get(pk=obj.pk).__class__.objects.get(pk=obj.pk), reason="again")
+    assert not ApiKey.objects.filter(rotated_from=obj).exists()

@@ -22,7 +22,10 @@ def test_untrusted_peer_forwarded_for_ignored():
         ("10.0.0.5", "203.0.113.9", "203.0.113.9"),
         ("10.0.0.5", "1.1.1.1, 203.0.113.9", "203.0.113.9"),  # left-most is client-forgeable
         ("10.0.0.5", "203.0.113.9, 10.0.0.7", "203.0.113.9"),  # walk past trusted hops
-        ("10.0.0.5", "garbage", "10.0.0.5"),
+        ("10.0.0.5", "garbage", None),  # unreadable hop: client unknown, never the proxy
+        ("10.0.0.5", "203.0.113.9:4711", "203.0.113.9"),  # ip:port (Azure App Gateway)
+        ("10.0.0.5", "[2001:db8::7]:443", "2001:db8::7"),
+        ("10.0.0.5", "unknown", None),
         ("10.0.0.5", "", "10.0.0.5"),
         ("192.0.2.1", "203.0.113.9", "192.0.2.1"),
     ],

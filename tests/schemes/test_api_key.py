@@ -322,3 +322,20 @@ def test_unexpected_error_in_a_scheme_is_a_refusal_not_a_500(client, api_key, mo
     assert only_row().reason == "internal_error"
     assert "Unexpected error while verifying" in caplog.text
     assert key not in caplog.text
+
+
+def test_bare_key_without_keyword_is_refused_and_never_recorded(client, api_key):
+    _obj, key = api_key
+    response = client.get(WHOAMI, HTTP_AUTHORIZATION=key)
+    assert_refused_401(response, "malformed_credentials")
+    secret = key.split("_")[2]
+    for row in AuditEvent.objects.all():
+        assert secret[:8] not in str(row.detail) and secret[:8] not in row.credential_id
+
+
+@pytest.mark.parametrize("header", ["Zm9vOmJhcg==", "abcdefghijklmnopqrstuvwxyz0123456789", "Bearer"])
+def test_bare_foreign_credentials_are_never_recorded(client, header):
+    client.get(WHOAMI, HTTP_AUTHORIZATION=header)
+    row = only_row()
+    assert row.reason == "missing"
+    assert row.detail == {"authorization_scheme": "(unrecognised)"}

@@ -65,9 +65,16 @@ def last_reason():
     return AuditEvent.objects.filter(event="authenticate").order_by("-id").first().reason
 
 
+def bind(user, slug="partner"):
+    from django.contrib.auth.models import Group
+
+    user.groups.add(Group.objects.get_or_create(name=f"apiauth-chain:{slug}")[0])
+    return user
+
+
 @override_settings(APIAUTH_TRUSTED_PROXIES=["127.0.0.2/32"], APIAUTH_CLIENT_CERT_CHAIN_CAS=["partner"])
 def test_first_use_registers_and_authenticates(client, make_user, partner_ca, imported):
-    bob = make_user("bob")
+    bob = bind(make_user("bob"))
     pem = partner_cert(partner_ca, "bob")
     response = get(client, pem)
     assert response.status_code == 200, response.content
@@ -80,6 +87,20 @@ def test_first_use_registers_and_authenticates(client, make_user, partner_ca, im
     lifecycle.revoke(credential, reason="left the partner")
     assert get(client, pem).status_code == 401
     assert last_reason() == "revoked"
+    # Deleting the revoked row does not let the certificate register again.
+    credential.delete()
+    assert get(client, pem).status_code == 401
+    assert last_reason() == "unknown_credential"
+    assert not ClientCertificate.objects.exists()
+
+
+@override_settings(APIAUTH_TRUSTED_PROXIES=["127.0.0.2/32"], APIAUTH_CLIENT_CERT_CHAIN_CAS=["partner"])
+def test_a_user_not_bound_to_the_ca_is_not_mapped(client, make_user, partner_ca, imported):
+    bind(make_user("carol"), slug="another-partner")
+    make_user("bob")
+    for cn in ("bob", "carol"):
+        assert get(client, partner_cert(partner_ca, cn)).status_code == 401
+    assert not ClientCertificate.objects.exists()
 
 
 @override_settings(APIAUTH_TRUSTED_PROXIES=["127.0.0.2/32"])
@@ -93,7 +114,7 @@ def test_without_chain_mode_the_certificate_is_unknown(client, make_user, partne
 @override_settings(APIAUTH_TRUSTED_PROXIES=["127.0.0.2/32"], APIAUTH_CLIENT_CERT_CHAIN_CAS=["partner"])
 @pytest.mark.parametrize("case", ["no-such-user", "inactive-user", "server-auth-only", "other-ca"])
 def test_chain_mode_refusals(client, make_user, partner_ca, imported, case):
-    make_user("bob", is_active=case != "inactive-user")
+    bind(make_user("bob", is_active=case != "inactive-user"))
     if case == "no-such-user":
         pem = partner_cert(partner_ca, "mallory")
     elif case == "server-auth-only":
@@ -112,7 +133,7 @@ def test_chain_mode_refusals(client, make_user, partner_ca, imported, case):
 
 @override_settings(APIAUTH_TRUSTED_PROXIES=["127.0.0.2/32"], APIAUTH_CLIENT_CERT_CHAIN_CAS=["partner"])
 def test_hash_only_cannot_be_chained(client, make_user, partner_ca, imported):
-    make_user("bob")
+    bind(make_user("bob"))
     pem = partner_cert(partner_ca, "bob")
     fingerprint = ca_x509.facts_from_der(ca_x509.pem_to_der(pem)).fingerprint_sha256
     response = client.get("/api/whoami/", HTTP_X_FORWARDED_CLIENT_CERT=f"Hash={fingerprint}", **PROXY)
@@ -147,7 +168,7 @@ def test_create_ca_import_command(tmp_path, partner_ca):
 @override_settings(APIAUTH_TRUSTED_PROXIES=["127.0.0.2/32"], APIAUTH_CLIENT_CERT_CHAIN_CAS=["partner"])
 @pytest.mark.parametrize("role", ["is_staff", "is_superuser"])
 def test_chain_mode_never_maps_to_staff(client, make_user, partner_ca, imported, role):
-    make_user("admin", **{role: True})
+    bind(make_user("admin", **{role: True}))
     response = get(client, partner_cert(partner_ca, "admin"))
     assert response.status_code == 401
     assert not ClientCertificate.objects.exists()
