@@ -1,5 +1,6 @@
 #!/bin/sh
-# System packages the test suite needs beyond Python: Debian's nginx, the TLS
+# System packages the test suite needs beyond Python: Debian's redis-server (the
+# shared replay store of the end-to-end tests) and nginx, the TLS
 # terminator of the mTLS end-to-end tests (tests/e2e/).
 #
 # Idempotent and fast when already installed: apt is only touched when the
@@ -13,13 +14,17 @@ have_nginx() {
     command -v nginx >/dev/null 2>&1 || test -x /usr/sbin/nginx
 }
 
-if have_nginx; then
+have_redis() {
+    command -v redis-server >/dev/null 2>&1 || test -x /usr/bin/redis-server
+}
+
+if have_nginx && have_redis; then
     exit 0
 fi
 
 if ! command -v apt-get >/dev/null 2>&1; then
-    echo "system-deps: nginx is missing and this is not a Debian-like system (no apt-get)." >&2
-    echo "system-deps: install nginx yourself to run the mTLS end-to-end tests; they are skipped meanwhile." >&2
+    echo "system-deps: nginx or redis-server is missing and this is not a Debian-like system (no apt-get)." >&2
+    echo "system-deps: install them yourself to run the end-to-end tests; they are skipped meanwhile." >&2
     exit 0
 fi
 
@@ -28,13 +33,13 @@ if [ "$(id -u)" -eq 0 ]; then
 elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
     SUDO="sudo -n"
 else
-    echo "system-deps: nginx is missing and installing it needs root:" >&2
-    echo "system-deps:     sudo apt-get install --no-install-recommends nginx" >&2
+    echo "system-deps: nginx or redis-server is missing and installing them needs root:" >&2
+    echo "system-deps:     sudo apt-get install --no-install-recommends nginx redis-server" >&2
     echo "system-deps: the mTLS end-to-end tests (tests/e2e/) are skipped until then." >&2
     exit 0
 fi
 
-echo "system-deps: installing nginx (Debian package) for the mTLS end-to-end tests"
+echo "system-deps: installing nginx and redis-server (Debian packages) for the end-to-end tests"
 export DEBIAN_FRONTEND=noninteractive
 # policy-rc.d exit 101 keeps the package's post-install from starting the
 # system nginx service (only where no policy exists already, and removed after).
@@ -53,5 +58,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'cleanup; exit 130' INT TERM
 $SUDO apt-get update -qq
-$SUDO apt-get install -y -qq --no-install-recommends nginx
+$SUDO apt-get install -y -qq --no-install-recommends nginx redis-server
 have_nginx || { echo "system-deps: nginx still not found after apt-get install" >&2; exit 1; }
+have_redis || { echo "system-deps: redis-server still not found after apt-get install" >&2; exit 1; }
