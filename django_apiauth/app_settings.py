@@ -162,6 +162,48 @@ class AppSettings:
         value = self._setting("CRL_VALIDITY", timedelta(days=7))
         return value if isinstance(value, timedelta) else timedelta(seconds=int(value))
 
+    # -- JWT bearer tokens (RFC 9068) ----------------------------------------
+
+    @property
+    def JWT_ISSUERS(self) -> list[dict[str, Any]]:
+        """Trusted token issuers (default none: every bearer JWT is refused).
+
+        A list of dicts, each with ``issuer`` (the exact ``iss``), ``audience``
+        (str or list: this API's identifier), and ``jwks_uri`` (fetched over
+        HTTPS and cached) or ``keys`` (a list of JWK dicts). Optional:
+        ``algorithms`` (``["RS256", "ES256", "EdDSA"]``; ``none`` is never
+        accepted, HMAC only when listed), ``leeway`` (30 s), ``max_lifetime``
+        (3600 s, the longest ``exp - iat`` accepted), ``typ`` (``"at+jwt"``)
+        and ``client_credentials_user`` (username that tokens without an end
+        user, ``sub == client_id``, authenticate as; default none).
+        """
+        return list(self._setting("JWT_ISSUERS", ()) or ())
+
+    @property
+    def JWT_MAX_TOKEN_BYTES(self) -> int:
+        """Longest bearer JWT accepted, checked before any decoding (8192 bytes)."""
+        return int(self._setting("JWT_MAX_TOKEN_BYTES", 8192))
+
+    @property
+    def JWKS_CACHE_SECONDS(self) -> int:
+        """How long a fetched JWKS is kept in the cache (300 s)."""
+        return int(self._setting("JWKS_CACHE_SECONDS", 300))
+
+    @property
+    def JWKS_REFETCH_COOLDOWN(self) -> int:
+        """Minimum seconds between refetches triggered by an unknown ``kid`` (60)."""
+        return int(self._setting("JWKS_REFETCH_COOLDOWN", 60))
+
+    @property
+    def JWKS_TIMEOUT(self) -> float:
+        """Timeout in seconds of a JWKS fetch (3.0)."""
+        return float(self._setting("JWKS_TIMEOUT", 3.0))
+
+    @property
+    def JWKS_CACHE(self) -> str:
+        """Cache alias where fetched key sets are kept (``default``)."""
+        return str(self._setting("JWKS_CACHE", "default"))
+
     # -- audit -------------------------------------------------------------
 
     @property

@@ -443,3 +443,40 @@ class AuditEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.at:%Y-%m-%d %H:%M:%S} {self.scheme} {self.outcome} {self.reason}"
+
+
+class ExternalIdentity(models.Model):
+    """A user's identity at an external issuer: ``(issuer, subject)`` → user.
+
+    JWT bearer authentication (:mod:`django_apiauth.schemes.jwt`) maps a
+    token's ``iss`` and ``sub`` claims (RFC 9068 §2.2, RFC 7519 §4.1.1 and 4.1.2)
+    to a Django user through this table. The SSO login flows (SAML, OIDC)
+    will share it later, so that one person has one user whichever way they
+    arrive.
+
+    * ``issuer``: the issuer identifier exactly as in the ``iss`` claim.
+    * ``subject``: the ``sub`` claim, unique only within its issuer.
+    * ``user``: the Django user the identity belongs to.
+    * ``created_at``: when the mapping was created.
+    * ``last_seen_at``: last successful authentication (written at most once a
+      minute per identity), or empty when never seen.
+    """
+
+    issuer = models.CharField(_("issuer"), max_length=255)
+    subject = models.CharField(_("subject"), max_length=255)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="apiauth_external_identities",
+        verbose_name=_("user"),
+    )
+    created_at = models.DateTimeField(_("created at"), default=timezone.now, editable=False)
+    last_seen_at = models.DateTimeField(_("last seen at"), null=True, blank=True, editable=False)
+
+    class Meta:
+        verbose_name = _("external identity")
+        verbose_name_plural = _("external identities")
+        constraints = [
+            models.UniqueConstraint(fields=["issuer", "subject"], name="apiauth_extid_issuer_subject"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.subject} @ {self.issuer}"
