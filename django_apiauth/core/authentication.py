@@ -193,6 +193,30 @@ class ApiAuthentication(BaseAuthentication):
         )
 
 
+    def internal_error(self, request: HttpRequest, credential_id: str = "",
+                       credential: Any = None, now: Any = None) -> None:
+        """A bug or an unforeseen input in verification: refuse (never a 500, never an accept).
+
+        The traceback goes to the ``django_apiauth`` logger (no local variables,
+        so no secret); the client gets the generic answer.
+        """
+        logger.exception("Unexpected error while verifying a %s credential", self.scheme)
+        self.refuse(request, Refused(reasons.INTERNAL_ERROR, credential=credential,
+                                     credential_id=credential_id), now=now)
+
+    def unavailable(self, request: HttpRequest, credential_id: str = "", now: Any = None) -> None:
+        """A store needed to decide is down: 503 (fail closed), audited when possible."""
+        try:
+            audit.record(
+                event="authenticate", scheme=self.scheme, outcome=audit.FAILURE,
+                reason=reasons.SERVICE_UNAVAILABLE, request=request,
+                credential_id=credential_id, at=now,
+            )
+        except audit.AuditUnavailable:
+            pass  # the database may be what is down
+        raise ServiceUnavailable()
+
+
 class CredentialAuthentication(ApiAuthentication):
     """Base class for schemes backed by a stored credential model."""
 
@@ -233,7 +257,7 @@ class CredentialAuthentication(ApiAuthentication):
         except (exceptions.APIException, SuspiciousOperation):
             raise  # already an HTTP answer (e.g. a body over DATA_UPLOAD_MAX_MEMORY_SIZE: 400)
         except Exception:
-            self._internal_error(request, "")
+            self.internal_error(request)
         if presented is None:
             return None
         now = timezone.now()
@@ -263,11 +287,11 @@ class CredentialAuthentication(ApiAuthentication):
         except Refused as refused:
             self.refuse(request, refused, now=now)
         except (DatabaseError, DependencyUnavailable):
-            self._unavailable(request, presented, now)
+            self.unavailable(request, presented.lookup_value, now)
         except (exceptions.APIException, SuspiciousOperation):
             raise
         except Exception:
-            self._internal_error(request, presented.lookup_value, credential)
+            self.internal_error(request, presented.lookup_value, credential, now)
         principal = Principal(
             scheme=self.scheme,
             credential=credential,
@@ -277,25 +301,3 @@ class CredentialAuthentication(ApiAuthentication):
         )
         self.succeed(request, owner, principal, now)
         return owner, principal
-
-    def _internal_error(self, request: HttpRequest, credential_id: str, credential: Any = None) -> None:
-        """A bug or an unforeseen input in verification: refuse (never a 500, never an accept).
-
-        The traceback goes to the ``django_apiauth`` logger (no local variables,
-        so no secret); the client gets the generic answer.
-        """
-        logger.exception("Unexpected error while verifying a %s credential", self.scheme)
-        self.refuse(request, Refused(reasons.INTERNAL_ERROR, credential=credential,
-                                     credential_id=credential_id))
-
-    def _unavailable(self, request: HttpRequest, presented: Presented, now: Any) -> None:
-        # Fail closed. Try to leave a trace; the database may be what is down.
-        try:
-            audit.record(
-                event="authenticate", scheme=self.scheme, outcome=audit.FAILURE,
-                reason=reasons.SERVICE_UNAVAILABLE, request=request,
-                credential_id=presented.lookup_value, at=now,
-            )
-        except audit.AuditUnavailable:
-            pass
-        raise ServiceUnavailable()

@@ -59,12 +59,11 @@ from django.utils import timezone
 from rest_framework import exceptions
 
 from ..app_settings import app_settings
-from ..core import audit, reasons
+from ..core import reasons
 from ..core.authentication import (
     ApiAuthentication,
     DependencyUnavailable,
     Refused,
-    ServiceUnavailable,
 )
 from ..core.principal import Principal
 from ..models import ExternalIdentity
@@ -270,13 +269,11 @@ class JWTAuthentication(ApiAuthentication):
         except Refused as refused:
             self.refuse(request, refused, now=now)
         except (DatabaseError, DependencyUnavailable):
-            self._unavailable(request, now)
+            self.unavailable(request, now=now)
         except exceptions.APIException:
             raise
         except Exception:
-            # A bug or an unforeseen input: refuse (never a 500, never an accept).
-            logger.exception("Unexpected error while verifying a JWT")
-            self.refuse(request, Refused(reasons.INTERNAL_ERROR), now=now)
+            self.internal_error(request, now=now)
         self.succeed(request, user, principal, now)
         return user, principal
 
@@ -410,12 +407,3 @@ class JWTAuthentication(ApiAuthentication):
         ExternalIdentity.objects.filter(pk=identity.pk).filter(
             Q(last_seen_at__isnull=True) | Q(last_seen_at__lte=now - interval)
         ).update(last_seen_at=now)
-
-    def _unavailable(self, request: HttpRequest, now: Any) -> None:
-        # Fail closed. Try to leave a trace; the database may be what is down.
-        try:
-            audit.record(event="authenticate", scheme=self.scheme, outcome=audit.FAILURE,
-                         reason=reasons.SERVICE_UNAVAILABLE, request=request, at=now)
-        except audit.AuditUnavailable:
-            pass
-        raise ServiceUnavailable()
