@@ -1446,3 +1446,8 @@ class AuditEventAdmin(admin.ModelAdmin):
         if user_pks:
             condition |= Q(user_id__in=user_pks)
         return queryset.filter(condition), False
+
+
+# Admin of the features that live in their own packages.
+from .sso.oidc import admin as _oidc_admin  # noqa: E402,F401
+from .sso.saml import admin as _saml_admin  # noqa: E402,F401

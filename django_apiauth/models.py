@@ -480,3 +480,8 @@ class ExternalIdentity(models.Model):
 
     def __str__(self) -> str:
         return f"{self.subject} @ {self.issuer}"
+
+
+# Models that live with their feature (imported here so Django registers them).
+from .sso.oidc.models import *  # noqa: E402,F403
+from .sso.saml.models import *  # noqa: E402,F403

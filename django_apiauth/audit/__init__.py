@@ -1,0 +1,1 @@
+"""Audit console: overview, event list, detail, timelines and exports under ``/auth/audit/``."""

@@ -1,0 +1,1 @@
+"""OpenID Connect Relying Party (authorization code + PKCE, PyJWT)."""

@@ -1,0 +1,1 @@
+"""Admin of this provider kind (imported by :mod:`django_apiauth.admin`)."""

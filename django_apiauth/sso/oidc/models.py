@@ -1,0 +1,1 @@
+"""Models of this provider kind (imported by :mod:`django_apiauth.models`)."""
