@@ -1449,5 +1449,6 @@ class AuditEventAdmin(admin.ModelAdmin):
 
 
 # Admin of the features that live in their own packages.
+from .sso import admin as _sso_admin  # noqa: E402,F401
 from .sso.oidc import admin as _oidc_admin  # noqa: E402,F401
 from .sso.saml import admin as _saml_admin  # noqa: E402,F401

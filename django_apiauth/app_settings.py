@@ -223,6 +223,18 @@ class AppSettings:
         """Record successful attempts too (default ``True``)."""
         return bool(self._setting("AUDIT_SUCCESS", True))
 
+    # -- SSO ---------------------------------------------------------------
+
+    @property
+    def SSO_ADMIN_LOGIN_BUTTONS(self) -> bool:
+        """Show "Sign in with <provider>" buttons on the admin login page (default ``True``).
+
+        Only applies when the project has not set ``admin.site.login_template``
+        itself; the buttons are then added by ``django_apiauth/admin/login.html``,
+        which extends the stock admin login page.
+        """
+        return bool(self._setting("SSO_ADMIN_LOGIN_BUTTONS", True))
+
 
 def _derive_pepper(secret_key: str) -> bytes:
     # One HMAC per call is cheap next to a request; cached by secret_key so

@@ -17,3 +17,17 @@ class ApiAuthConfig(AppConfig):
 
         for model in credential_models().values():
             pre_delete.connect(audit_deletion, sender=model, dispatch_uid=f"apiauth-delete-{model.__name__}")
+        self._add_sso_buttons_to_admin_login()
+
+    @staticmethod
+    def _add_sso_buttons_to_admin_login() -> None:
+        from django.conf import settings
+
+        from .app_settings import app_settings
+
+        if "django.contrib.admin" not in settings.INSTALLED_APPS or not app_settings.SSO_ADMIN_LOGIN_BUTTONS:
+            return
+        from django.contrib import admin
+
+        if admin.site.login_template is None:  # never override a project's own choice
+            admin.site.login_template = "django_apiauth/admin/login.html"
