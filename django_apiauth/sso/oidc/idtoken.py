@@ -115,6 +115,8 @@ def validate_id_token(
         raise _refused(reasons.MALFORMED, facts, missing_claim=exc.claim) from None
     except jwt.InvalidIssuedAtError:
         raise _refused(reasons.MALFORMED, facts, problem="iat") from None
+    except jwt.exceptions.InvalidSubjectError:
+        raise _refused(reasons.MALFORMED, facts, problem="sub") from None
     except jwt.PyJWTError:  # InvalidSignatureError, DecodeError, bad iat type, …
         raise _refused(reasons.BAD_SIGNATURE, facts) from None
     sub = claims.get("sub")
