@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import logging
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
@@ -74,34 +76,49 @@ def discovery_url(issuer: str) -> str:
     return issuer.rstrip("/") + DISCOVERY_PATH
 
 
-def _json(response: requests.Response, step: str) -> Any:
-    if len(response.content) > MAX_DOCUMENT_BYTES:
-        raise ProviderUnreachable(step, "response too large")
-    try:
-        return response.json()
-    except ValueError:
-        raise ProviderUnreachable(step, "response is not JSON") from None
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """An OP's HTTP answer, its body read up to :data:`MAX_DOCUMENT_BYTES`."""
+
+    status: int
+    content_type: str
+    body: bytes
+
+    def json(self, step: str) -> Any:
+        try:
+            return json.loads(self.body)
+        except (ValueError, RecursionError):
+            raise ProviderUnreachable(step, "response is not JSON") from None
 
 
-def _call(step: str, method: str, url: str, **kwargs: Any) -> requests.Response:
+def _call(step: str, method: str, url: str, **kwargs: Any) -> Answer:
+    """One request to the OP: timeout, no redirects, body size bounded while reading."""
     try:
-        response = requests.request(
-            method, url, timeout=app_settings.OIDC_HTTP_TIMEOUT, allow_redirects=False, **kwargs
-        )
+        with requests.request(
+            method, url, timeout=app_settings.OIDC_HTTP_TIMEOUT, allow_redirects=False, stream=True,
+            **kwargs,
+        ) as response:
+            if 300 <= response.status_code < 400:
+                raise ProviderUnreachable(step, f"redirect ({response.status_code})")
+            chunks, size = [], 0
+            for chunk in response.iter_content(64 * 1024):
+                size += len(chunk)
+                if size > MAX_DOCUMENT_BYTES:
+                    raise ProviderUnreachable(step, "response too large")
+                chunks.append(chunk)
+            content_type = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
+            return Answer(response.status_code, content_type, b"".join(chunks))
     except requests.RequestException as exc:
         logger.warning("OpenID Provider %s at %s failed: %s", step, url, type(exc).__name__)
         raise ProviderUnreachable(step, type(exc).__name__) from None
-    if 300 <= response.status_code < 400:
-        raise ProviderUnreachable(step, f"redirect ({response.status_code})")
-    return response
 
 
 def fetch_metadata(issuer: str) -> dict[str, Any]:
     """Fetch and validate the discovery document (uncached)."""
     response = _call("discovery", "GET", discovery_url(issuer), headers={"Accept": "application/json"})
-    if response.status_code != 200:
-        raise ProviderUnreachable("discovery", f"HTTP {response.status_code}")
-    document = _json(response, "discovery")
+    if response.status != 200:
+        raise ProviderUnreachable("discovery", f"HTTP {response.status}")
+    document = response.json("discovery")
     if not isinstance(document, dict):
         raise ProviderUnreachable("discovery", "not a JSON object")
     found = document.get("issuer")
@@ -219,16 +236,16 @@ def exchange_code(
         pair = f"{quote(provider.client_id, safe='')}:{quote(secret, safe='')}"
         headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode()
     response = _call("token", "POST", metadata["token_endpoint"], data=data, headers=headers)
-    if 400 <= response.status_code < 500:
+    if 400 <= response.status < 500:
         try:
-            body = response.json()
+            body = response.json("token")
             error = body.get("error") if isinstance(body, dict) else None
-        except ValueError:
+        except ProviderUnreachable:
             error = None
-        raise TokenRejected(str(error or "invalid_request")[:64], response.status_code)
-    if response.status_code != 200:
-        raise ProviderUnreachable("token", f"HTTP {response.status_code}")
-    body = _json(response, "token")
+        raise TokenRejected(str(error or "invalid_request")[:64], response.status)
+    if response.status != 200:
+        raise ProviderUnreachable("token", f"HTTP {response.status}")
+    body = response.json("token")
     if not isinstance(body, dict):
         raise ProviderUnreachable("token", "not a JSON object")
     return body
@@ -240,12 +257,12 @@ def fetch_userinfo(metadata: dict[str, Any], access_token: str) -> dict[str, Any
         "userinfo", "GET", metadata["userinfo_endpoint"],
         headers={"Authorization": f"Bearer {access_token}", "Accept": "application/json"},
     )
-    if response.status_code != 200:
-        raise ProviderUnreachable("userinfo", f"HTTP {response.status_code}")
-    content_type = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
-    if content_type != "application/json":
-        raise ProviderUnreachable("userinfo", f"unsupported content type {content_type[:40]!r}")
-    body = _json(response, "userinfo")
+    if response.status != 200:
+        raise ProviderUnreachable("userinfo", f"HTTP {response.status}")
+    if response.content_type != "application/json":
+        # A signed or encrypted UserInfo answer (application/jwt) is not supported.
+        raise ProviderUnreachable("userinfo", f"unsupported content type {response.content_type[:40]!r}")
+    body = response.json("userinfo")
     if not isinstance(body, dict):
         raise ProviderUnreachable("userinfo", "not a JSON object")
     return body

@@ -416,9 +416,19 @@ def test_discovery_unreachable_is_502(client: Client, db: Any,
     assert row.detail["step"] == "discovery"
 
 
-def test_discovery_error_status_is_502(client: Client, op: TestOP, provider: OidcProvider) -> None:
-    op.discovery_status = 500
-    assert_refused(client, client.get(provider.login_url()), 502, "provider_unreachable")
+@pytest.mark.parametrize("answer", ["error status", "redirect", "oversized", "not JSON object"])
+def test_unusable_discovery_answer_is_502(client: Client, op: TestOP, provider: OidcProvider,
+                                          answer: str) -> None:
+    if answer == "error status":
+        op.discovery_status = 500
+    elif answer == "redirect":
+        op.discovery_status = 302  # never followed: a redirect could lead anywhere
+    elif answer == "oversized":
+        op.discovery_overrides["padding"] = "x" * 300_000
+    else:
+        op.discovery_overrides["jwks_uri"] = ["not", "a", "url"]
+    row = assert_refused(client, client.get(provider.login_url()), 502, "provider_unreachable")
+    assert row.detail["step"] == "discovery"
 
 
 @pytest.mark.parametrize("how", ["error status", "connection refused"])
