@@ -52,7 +52,13 @@ def dot(live_server: Any, settings: Any) -> Iterator[Setup]:
     cache.clear()
     port = urlsplit(live_server.url).port
     op_base, rp_base = f"http://localhost:{port}", f"http://127.0.0.1:{port}"
-    settings.OAUTH2_PROVIDER = {**settings.OAUTH2_PROVIDER, "OIDC_RP_INITIATED_LOGOUT_ENABLED": True}
+    issuer = f"{op_base}/o"
+    # The peer's own configuration for this test: its issuer is this live server's
+    # (whatever a deployment pins), http redirect URIs on loopback, logout endpoint on.
+    settings.OAUTH2_PROVIDER = {
+        **settings.OAUTH2_PROVIDER, "OIDC_ISS_ENDPOINT": issuer, "OIDC_RP_INITIATED_LOGOUT_ENABLED": True,
+        "ALLOWED_REDIRECT_URI_SCHEMES": ["http", "https"],
+    }
     op_user = User.objects.create_user("olivia", password=OP_PASSWORD, is_staff=True)
     application = Application.objects.create(
         name="django-apiauth RP", client_type=Application.CLIENT_CONFIDENTIAL,
@@ -61,7 +67,6 @@ def dot(live_server: Any, settings: Any) -> Iterator[Setup]:
         client_secret=CLIENT_SECRET, skip_authorization=True,
         post_logout_redirect_uris=f"{rp_base}/auth/login/",
     )
-    issuer = f"{op_base}/o"
     provider = OidcProvider(slug="dot", name="Example OP", issuer=issuer, client_id=application.client_id,
                             scopes="openid", jit_enabled=False)
     provider.set_client_secret(CLIENT_SECRET)
@@ -189,6 +194,20 @@ def test_code_replay_against_the_example_op_is_refused(dot: Setup) -> None:
         assert rp_session_user(browser) is None
         row = AuditEvent.objects.filter(event="sso_login").latest("id")
         assert (row.outcome, row.reason) == ("failure", "code_rejected")
+
+
+def test_op_error_redirect_is_refused(dot: Setup) -> None:
+    """The OP refuses a scope it does not know and says so in the redirect: shown, audited."""
+    OidcProvider.objects.filter(pk=dot.provider.pk).update(scopes="openid no-such-scope")
+    with requests.Session() as browser:
+        callback = to_callback(browser, dot)
+        assert parse_qs(urlsplit(callback).query)["error"] == ["invalid_scope"]
+        refused = browser.get(callback, allow_redirects=False, timeout=10)
+        assert refused.status_code == 403
+        assert "invalid_scope" in refused.text
+        assert rp_session_user(browser) is None
+    row = AuditEvent.objects.get(event="sso_login")
+    assert (row.outcome, row.reason, row.detail["error"]) == ("failure", "provider_error", "invalid_scope")
 
 
 def test_discovery_issuer_mismatch_at_the_example_op(dot: Setup) -> None:

@@ -123,6 +123,16 @@ def test_client_secret_post_when_the_provider_supports_only_post(client: Client,
     assert request["form"]["client_secret"] == CLIENT_SECRET
 
 
+def test_authorization_endpoint_query_is_kept(client: Client, op: TestOP, provider: OidcProvider) -> None:
+    """Core 1.0 §3.1.2.1: an endpoint URL with a query (e.g. a B2C policy) keeps it."""
+    op.discovery_overrides["authorization_endpoint"] = f"{op.issuer}/authorize?p=B2C_1_staff&state=bogus"
+    authorize = start(client, provider)
+    query = parse_qs(urlsplit(authorize).query)
+    assert query["p"] == ["B2C_1_staff"]
+    assert len(query["state"]) == 1 and query["state"] != ["bogus"]
+    assert client.get(through_op(authorize)).status_code == 302
+
+
 def test_hs256_is_accepted_only_when_configured(client: Client, op: TestOP,
                                                 make_provider: Callable[..., OidcProvider]) -> None:
     provider = make_provider(algorithms="HS256")
