@@ -208,3 +208,29 @@ def test_add_oidc_provider_refuses_a_duplicate_slug(op: TestOP,
     make_provider()
     with pytest.raises(CommandError, match="exists already"):
         run("--slug", "acme", "--issuer", op.issuer, "--client-id", "rp", "--client-secret", "s")
+
+
+# -- system checks ----------------------------------------------------------------------------
+
+
+def check_ids(settings: Any, **overrides: Any) -> set[str]:
+    from django.core.checks import run_checks
+
+    for name, value in overrides.items():
+        setattr(settings, name, value)
+    return {m.id for m in run_checks() if m.id and m.id.startswith("apiauth.") and not m.is_silenced()}
+
+
+def test_oidc_checks_are_clean_by_default(settings: Any) -> None:
+    assert not check_ids(settings) & {"apiauth.E020", "apiauth.W020"}
+
+
+@pytest.mark.parametrize("name", ["APIAUTH_OIDC_STATE_MAX_AGE", "APIAUTH_OIDC_HTTP_TIMEOUT",
+                                  "APIAUTH_OIDC_MAX_ID_TOKEN_AGE"])
+@pytest.mark.parametrize("value", [0, -5, "soon"])
+def test_non_positive_oidc_durations_are_errors(settings: Any, name: str, value: Any) -> None:
+    assert "apiauth.E020" in check_ids(settings, **{name: value})
+
+
+def test_samesite_strict_session_cookie_is_a_warning(settings: Any) -> None:
+    assert "apiauth.W020" in check_ids(settings, SESSION_COOKIE_SAMESITE="Strict")
