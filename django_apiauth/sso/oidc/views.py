@@ -31,6 +31,7 @@ import logging
 import re
 import secrets
 import time
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -110,10 +111,10 @@ def _metadata(provider: OidcProvider) -> dict[str, Any]:
                          detail={"step": "discovery", "discovered_issuer": exc.found}) from None
 
 
-def _guarded(request: HttpRequest, provider: OidcProvider, step: Any) -> HttpResponse:
+def _guarded(request: HttpRequest, provider: OidcProvider, step: Callable[[], HttpResponse]) -> HttpResponse:
     """Run ``step``; every failure becomes an audited refusal, never a 500."""
     try:
-        return step()  # type: ignore[no-any-return]
+        return step()
     except SsoRefused as refused:
         return _refuse(request, refused, provider)
     except (DatabaseError, DependencyUnavailable) as exc:
