@@ -550,3 +550,13 @@ def test_logout_of_a_local_session_stays_local(client: Client, op: TestOP, provi
     response = client.post("/auth/oidc/acme/logout/")
     assert response["Location"] == "/auth/login/"
     assert SESSION_KEY not in client.session
+
+
+def test_undecryptable_client_secret_is_503_not_an_unauthenticated_exchange(
+    client: Client, op: TestOP, provider: OidcProvider
+) -> None:
+    """The encryption key was removed before reencrypt_secrets ran: fail closed."""
+    OidcProvider.objects.filter(pk=provider.pk).update(client_secret_encrypted="v1$00000000$AAAAAAAAAAAAAAAAAAAA")
+    row = assert_refused(client, sign_in(client, provider), 503, "service_unavailable")
+    assert row.detail["problem"] == "client secret undecryptable"
+    assert op.token_requests == []
