@@ -265,6 +265,7 @@ def test_key_rotation_refetches_once_on_unknown_kid(client: Client, op: TestOP, 
     op.header = {"kid": "k3"}
     assert_refused(client, sign_in(client, provider), 403, "bad_signature", prior_successes=2)
     assert op.hits["/jwks"] == 2
+    assert op.hits["/.well-known/openid-configuration"] == 1  # discovery cached too
 
 
 # -- state, nonce and code binding --------------------------------------------------------
