@@ -235,6 +235,33 @@ class AppSettings:
         """
         return bool(self._setting("SSO_ADMIN_LOGIN_BUTTONS", True))
 
+    # -- OpenID Connect relying party ------------------------------------------
+
+    @property
+    def OIDC_HTTP_TIMEOUT(self) -> float:
+        """Timeout in seconds of each call to an OpenID Provider (discovery, token, userinfo; 5.0)."""
+        return float(self._setting("OIDC_HTTP_TIMEOUT", 5.0))
+
+    @property
+    def OIDC_DISCOVERY_CACHE_SECONDS(self) -> int:
+        """How long a provider's discovery document is cached (3600 s; cache ``APIAUTH_JWKS_CACHE``)."""
+        return int(self._setting("OIDC_DISCOVERY_CACHE_SECONDS", 3600))
+
+    @property
+    def OIDC_STATE_MAX_AGE(self) -> int:
+        """Seconds a sign-in may take between our redirect and the provider's callback (600)."""
+        return int(self._setting("OIDC_STATE_MAX_AGE", 600))
+
+    @property
+    def OIDC_LEEWAY(self) -> int:
+        """Clock skew in seconds allowed on ID-token ``exp`` / ``iat`` (60)."""
+        return int(self._setting("OIDC_LEEWAY", 60))
+
+    @property
+    def OIDC_MAX_ID_TOKEN_AGE(self) -> int:
+        """Oldest ``iat`` accepted, in seconds before now (600): a fresh login gets a fresh token."""
+        return int(self._setting("OIDC_MAX_ID_TOKEN_AGE", 600))
+
 
 def _derive_pepper(secret_key: str) -> bytes:
     # One HMAC per call is cheap next to a request; cached by secret_key so

@@ -156,3 +156,27 @@ def check_certificate_authorities(app_configs: Any = None, databases: Any = None
             id="apiauth.W006",
         ))
     return warnings
+
+
+@register(Tags.security)
+def check_oidc_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
+    """OpenID Connect sign-in (:mod:`django_apiauth.sso.oidc`)."""
+    errors: list[Any] = []
+    for name in ("OIDC_STATE_MAX_AGE", "OIDC_HTTP_TIMEOUT", "OIDC_MAX_ID_TOKEN_AGE"):
+        try:
+            value = float(getattr(app_settings, name))
+        except (TypeError, ValueError):
+            value = -1.0
+        if value <= 0:
+            errors.append(Error(
+                f"APIAUTH_{name} must be a positive number of seconds.",
+                hint="Remove the setting to use the default, or set e.g. 600.", id="apiauth.E020",
+            ))
+    if str(getattr(settings, "SESSION_COOKIE_SAMESITE", "Lax")).lower() == "strict":
+        errors.append(Warning(
+            "SESSION_COOKIE_SAMESITE is 'Strict': the browser does not send the session cookie "
+            "when the identity provider redirects back, so every OpenID Connect sign-in is refused "
+            "(state_mismatch).",
+            hint="Use SESSION_COOKIE_SAMESITE = 'Lax' (Django's default).", id="apiauth.W020",
+        ))
+    return errors

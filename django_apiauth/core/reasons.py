@@ -36,6 +36,15 @@ IP_NOT_ALLOWED = "ip_not_allowed"
 SERVICE_UNAVAILABLE = "service_unavailable"
 INTERNAL_ERROR = "internal_error"
 
+# OpenID Connect relying party (django_apiauth.sso.oidc)
+STATE_MISMATCH = "state_mismatch"
+NONCE_MISMATCH = "nonce_mismatch"
+PROVIDER_UNREACHABLE = "provider_unreachable"
+PROVIDER_ERROR = "provider_error"
+CODE_REJECTED = "code_rejected"
+SUBJECT_MISMATCH = "subject_mismatch"
+PROVIDER_INACTIVE = "provider_inactive"
+
 # lifecycle events
 ISSUED = "issued"
 ROTATED = "rotated"
