@@ -36,6 +36,21 @@ IP_NOT_ALLOWED = "ip_not_allowed"
 SERVICE_UNAVAILABLE = "service_unavailable"
 INTERNAL_ERROR = "internal_error"
 
+# SAML service provider (sso/saml)
+UNSOLICITED_RESPONSE = "unsolicited_response"
+REQUEST_MISMATCH = "request_mismatch"
+BAD_DESTINATION = "bad_destination"
+BAD_RECIPIENT = "bad_recipient"
+BAD_SUBJECT_CONFIRMATION = "bad_subject_confirmation"
+WRONG_ASSERTION_COUNT = "wrong_assertion_count"
+MISSING_SUBJECT = "missing_subject"
+IDP_ERROR = "idp_error"
+INVALID_RESPONSE = "invalid_response"
+TOO_LARGE = "too_large"
+FORBIDDEN_DTD = "forbidden_dtd"
+BAD_METHOD = "bad_method"
+INACTIVE_PROVIDER = "inactive_provider"
+
 # lifecycle events
 ISSUED = "issued"
 ROTATED = "rotated"
