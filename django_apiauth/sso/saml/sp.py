@@ -209,6 +209,8 @@ def onelogin_settings(request: HttpRequest, provider: SamlIdentityProvider, *,
         "failOnAuthnContextMismatch": False,
         "allowRepeatAttributeName": False,
         "rejectDeprecatedAlgorithm": True,
+        # Our own URLs come from the request, whose host ALLOWED_HOSTS vetted already.
+        "allowSingleLabelDomains": True,
         "signatureAlgorithm": RSA_SHA256,
         "digestAlgorithm": SHA256,
         "metadataCacheDuration": 86400,
