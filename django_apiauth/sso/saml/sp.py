@@ -156,6 +156,9 @@ def request_data(request: HttpRequest) -> dict[str, Any]:
         "get_data": request.GET.dict(),
         "post_data": {},
         "query_string": request.META.get("QUERY_STRING", ""),
+        # Redirect-binding signatures are checked over the query string as sent
+        # (Bindings §3.4.4.1), not over a re-encoding of the parsed values.
+        "validate_signature_from_qs": True,
     }
 
 
