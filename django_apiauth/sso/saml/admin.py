@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin
+from django.db import models
 from django.http import HttpRequest
 from django.urls import reverse
 from django.utils import timezone
@@ -35,6 +36,7 @@ class SamlIdentityProviderAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     list_filter = ("active", "jit_enabled", "allow_idp_initiated")
     search_fields = ("name", "^slug", "entity_id")
     prepopulated_fields = {"slug": ("name",)}
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
     readonly_fields = ("certificate_summary", "sp_endpoints", "created_at", "updated_at")
     fieldsets = (
         (None, {"fields": ("name", "slug", "active")}),
