@@ -18,7 +18,16 @@ from django.test import Client
 from django_apiauth.checks import check_saml
 from django_apiauth.models import SamlIdentityProvider, SamlServiceProviderKey
 
-from .conftest import IDP_ENTITY_ID, IDP_SLO_URL, IDP_SSO_URL, Keys, _key_and_cert, authn_response, post_acs, start
+from .conftest import (
+    IDP_ENTITY_ID,
+    IDP_SLO_URL,
+    IDP_SSO_URL,
+    Keys,
+    _key_and_cert,
+    authn_response,
+    post_acs,
+    start,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -75,7 +84,8 @@ def test_import_saml_idp_from_a_file_then_sign_in_through_it(
 ) -> None:
     result = _json("import_saml_idp", "--slug", "acme", "--metadata", str(idp_metadata), "--name", "ACME",
                    "--jit")
-    assert (result["entity_id"], result["sso_url"], result["slo_url"]) == (IDP_ENTITY_ID, IDP_SSO_URL, IDP_SLO_URL)
+    assert (result["entity_id"], result["sso_url"]) == (IDP_ENTITY_ID, IDP_SSO_URL)
+    assert result["slo_url"] == IDP_SLO_URL
     assert result["created"] is True and len(result["certificates"]) == 1
     provider = SamlIdentityProvider.objects.get()
     assert provider.certificate_list()[0].split() == saml_keys.idp_cert_pem.split()
@@ -96,7 +106,8 @@ def test_import_saml_idp_refuses_an_existing_slug_without_update(idp_metadata: P
 
 @pytest.mark.parametrize(("text", "message"), [
     ('<!DOCTYPE x [<!ENTITY e SYSTEM "file:///etc/passwd">]><x>&e;</x>', "could not be read"),
-    ("<md:EntityDescriptor xmlns:md='urn:oasis:names:tc:SAML:2.0:metadata' entityID='x'/>", "IDPSSODescriptor"),
+    ("<md:EntityDescriptor xmlns:md='urn:oasis:names:tc:SAML:2.0:metadata' entityID='x'/>",
+     "IDPSSODescriptor"),
     ("not xml", "could not be read"),
 ])
 def test_import_saml_idp_refuses_bad_metadata(tmp_path: Path, text: str, message: str) -> None:
@@ -112,7 +123,7 @@ def metadata_server(idp_metadata: Path) -> Iterator[str]:
     body = idp_metadata.read_bytes()
 
     class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             if self.path == "/redirect":
                 self.send_response(302)
                 self.send_header("Location", "/metadata")
@@ -214,6 +225,7 @@ def _expiring_cert() -> str:
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "soon")])
     now = datetime.now(UTC)
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(1).not_valid_before(now - timedelta(days=1)).not_valid_after(now + timedelta(days=5))
+            .serial_number(1).not_valid_before(now - timedelta(days=1))
+            .not_valid_after(now + timedelta(days=5))
             .sign(key, hashes.SHA256()))
     return cert.public_bytes(serialization.Encoding.PEM).decode()
