@@ -250,6 +250,9 @@ class SamlServiceProviderKey(models.Model):
         ).decode()
 
 
+MAX_PENDING_PER_BROWSER = 5
+
+
 class SamlAuthnRequest(models.Model):
     """An AuthnRequest this SP sent and that is still awaiting its response.
 
@@ -264,13 +267,14 @@ class SamlAuthnRequest(models.Model):
     * ``next_url``: where to go after sign-in (checked again when used).
     * ``expires_at``: the request is refused after this (``APIAUTH_SAML_REQUEST_TTL``).
 
-    A row is deleted when its response arrives (single use) and expired rows
-    are swept at each new sign-in.
+    A row is deleted when its response arrives (single use), expired rows are
+    swept at each new sign-in, and one browser keeps at most
+    ``MAX_PENDING_PER_BROWSER`` (5) pending requests (its oldest are dropped).
     """
 
     request_id = models.CharField(_("request ID"), max_length=100, unique=True)
     provider = models.ForeignKey(SamlIdentityProvider, on_delete=models.CASCADE, related_name="+")
-    browser_hash = models.CharField(_("browser binding"), max_length=64)
+    browser_hash = models.CharField(_("browser binding"), max_length=64, db_index=True)
     next_url = models.CharField(_("next"), max_length=2048, blank=True, default="")
     created_at = models.DateTimeField(_("created at"), default=timezone.now)
     expires_at = models.DateTimeField(_("expires at"), db_index=True)

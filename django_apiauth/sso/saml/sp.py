@@ -44,7 +44,7 @@ from ...core import encryption, reasons
 from ...core.authentication import DependencyUnavailable
 from ...core.replay import first_use
 from ..identity import SsoRefused
-from .models import SamlAuthnRequest, SamlIdentityProvider, SamlServiceProviderKey
+from .models import MAX_PENDING_PER_BROWSER, SamlAuthnRequest, SamlIdentityProvider, SamlServiceProviderKey
 
 RSA_SHA256 = "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256"
 SHA256 = "http://www.w3.org/2001/04/xmlenc#sha256"
@@ -261,11 +261,16 @@ def start_login(request: HttpRequest, provider: SamlIdentityProvider, *, binding
     now = timezone.now()
     with transaction.atomic():
         SamlAuthnRequest.objects.filter(expires_at__lt=now).delete()
+        browser_hash = SamlAuthnRequest.hash_binding(binding)
         SamlAuthnRequest.objects.create(
             request_id=authn_request.get_id(), provider=provider,
-            browser_hash=SamlAuthnRequest.hash_binding(binding), next_url=next_url[:2048],
+            browser_hash=browser_hash, next_url=next_url[:2048],
             created_at=now, expires_at=now + timedelta(seconds=app_settings.SAML_REQUEST_TTL),
         )
+        older = list(SamlAuthnRequest.objects.filter(browser_hash=browser_hash)
+                     .order_by("-created_at", "-id").values_list("pk", flat=True)[MAX_PENDING_PER_BROWSER:])
+        if older:
+            SamlAuthnRequest.objects.filter(pk__in=older).delete()
     auth = OneLogin_Saml2_Auth(data, old_settings=settings)
     parameters: dict[str, Any] = {"SAMLRequest": authn_request.get_request()}
     auth.add_request_signature(parameters, RSA_SHA256)

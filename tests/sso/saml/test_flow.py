@@ -297,3 +297,10 @@ def test_raw_response_is_never_stored_in_audit_rows(signed_in: Any) -> None:
     for row in AuditEvent.objects.all():
         text = str(row.detail)
         assert "<" not in text and "alice@acme.example" not in text and b64(xml)[:16] not in text
+
+
+def test_one_browser_keeps_at_most_five_pending_requests(idp: Any, provider: Any) -> None:
+    client = Client()
+    for _ in range(7):
+        assert _login(client).status_code == 302
+    assert SamlAuthnRequest.objects.count() == 5
