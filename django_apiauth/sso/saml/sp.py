@@ -468,9 +468,13 @@ def verify_response(request: HttpRequest, provider: SamlIdentityProvider, xml: b
     if in_response_to is None and not provider.allow_idp_initiated:
         raise SsoRefused(reasons.UNSOLICITED_RESPONSE)
 
+    assertion_id = assertion.get("ID") or ""
+    pending = None
+    if in_response_to is not None:
+        pending = _pending_request(provider, in_response_to, binding, assertion_id)
+
     # Replay store (Profiles §4.1.4.5): the assertion ID, once, until it cannot
     # be valid any more.
-    assertion_id = assertion.get("ID") or ""
     bounds = [t for t in (_parse_time(d.get("NotOnOrAfter")) for d in confirmations) if t]
     conditions_end = _parse_time(response._query_assertion("/saml:Conditions")[0].get("NotOnOrAfter"))
     if conditions_end:
@@ -478,7 +482,7 @@ def verify_response(request: HttpRequest, provider: SamlIdentityProvider, xml: b
     end = min(max(bounds), issued + timedelta(seconds=max_age + skew))
     ttl = int((end - now).total_seconds()) + skew + 1
     try:
-        fresh = first_use(f"saml-assertion:{provider.entity_id}", assertion_id, max(ttl, 1))
+        fresh = first_use(_replay_namespace(provider), assertion_id, max(ttl, 1))
     except DependencyUnavailable:
         raise SsoRefused(reasons.SERVICE_UNAVAILABLE, status=503,
                          detail={"problem": "replay store"}) from None
@@ -486,8 +490,9 @@ def verify_response(request: HttpRequest, provider: SamlIdentityProvider, xml: b
         raise SsoRefused(reasons.REPLAYED, detail={"assertion_id": _short(assertion_id)})
 
     next_url: str | None = None
-    if in_response_to is not None:
-        next_url = _consume_request(provider, in_response_to, binding)
+    if pending is not None:
+        _consume(pending)
+        next_url = pending.next_url
     elif relay_state and relay_state.startswith("/"):
         next_url = relay_state  # IdP-initiated: checked by safe_next like any next
 
@@ -504,30 +509,63 @@ def verify_response(request: HttpRequest, provider: SamlIdentityProvider, xml: b
     )
 
 
-def _consume_request(provider: SamlIdentityProvider, request_id: str, binding: str | None) -> str:
-    """Delete the pending AuthnRequest ``request_id`` of this browser; its ``next``.
+def _replay_namespace(provider: SamlIdentityProvider) -> str:
+    return f"saml-assertion:{provider.entity_id}"
 
-    Single use: whoever deletes the row wins; a second response, a response
-    for another IdP, from another browser, or after expiry finds nothing.
+
+def _already_used(provider: SamlIdentityProvider, assertion_id: str) -> bool:
+    """Whether the replay store holds ``assertion_id`` (read only; for the audit
+    reason of a response whose request was already consumed). Same key as
+    :func:`django_apiauth.core.replay.first_use`."""
+    from django.core.cache import caches
+
+    digest = hashlib.sha256(_replay_namespace(provider).encode() + b"\0" + assertion_id.encode()).hexdigest()
+    try:
+        return caches[app_settings.REPLAY_CACHE].get(f"apiauth:replay:{digest}") is not None
+    except Exception:  # the store is down: the caller refuses anyway
+        return False
+
+
+def _pending_request(provider: SamlIdentityProvider, request_id: str, binding: str | None,
+                     assertion_id: str) -> SamlAuthnRequest:
+    """The pending AuthnRequest ``request_id`` started by *this browser* (read only).
+
+    Looked up together with this browser's binding, so a response posted from
+    another browser neither matches nor disturbs the request of the browser
+    that started it (nor burns its assertion in the replay store).
     """
     from django.db import DatabaseError
 
-    try:
-        row = SamlAuthnRequest.objects.filter(request_id=request_id[:100]).first()
-        deleted = SamlAuthnRequest.objects.filter(pk=row.pk).delete()[0] if row is not None else 0
-    except DatabaseError:
-        raise SsoRefused(reasons.SERVICE_UNAVAILABLE, status=503,
-                         detail={"problem": "request store"}) from None
-    if row is None or deleted != 1:
-        raise SsoRefused(reasons.REQUEST_MISMATCH, detail={"problem": "no pending request"})
-    presented = SamlAuthnRequest.hash_binding(binding) if binding else ""
-    if not secrets.compare_digest(presented, row.browser_hash):
-        raise SsoRefused(reasons.REQUEST_MISMATCH, detail={"problem": "another browser"})
+    row = None
+    if binding:
+        try:
+            row = SamlAuthnRequest.objects.filter(
+                request_id=request_id[:100], browser_hash=SamlAuthnRequest.hash_binding(binding)).first()
+        except DatabaseError:
+            raise SsoRefused(reasons.SERVICE_UNAVAILABLE, status=503,
+                             detail={"problem": "request store"}) from None
+    if row is None:
+        if _already_used(provider, assertion_id):
+            raise SsoRefused(reasons.REPLAYED, detail={"assertion_id": _short(assertion_id)})
+        raise SsoRefused(reasons.REQUEST_MISMATCH, detail={"problem": "no pending request of this browser"})
     if row.provider_id != provider.pk:
         raise SsoRefused(reasons.REQUEST_MISMATCH, detail={"problem": "another provider"})
     if row.is_expired():
         raise SsoRefused(reasons.EXPIRED, detail={"problem": "request expired"})
-    return row.next_url
+    return row
+
+
+def _consume(row: SamlAuthnRequest) -> None:
+    """Single use: whoever deletes the row wins."""
+    from django.db import DatabaseError
+
+    try:
+        deleted = SamlAuthnRequest.objects.filter(pk=row.pk).delete()[0]
+    except DatabaseError:
+        raise SsoRefused(reasons.SERVICE_UNAVAILABLE, status=503,
+                         detail={"problem": "request store"}) from None
+    if deleted != 1:
+        raise SsoRefused(reasons.REPLAYED, detail={"problem": "request used concurrently"})
 
 
 def _attributes(response: Any) -> dict[str, list[str]]:

@@ -304,3 +304,13 @@ def test_one_browser_keeps_at_most_five_pending_requests(idp: Any, provider: Any
     for _ in range(7):
         assert _login(client).status_code == 302
     assert SamlAuthnRequest.objects.count() == 5
+
+
+def test_a_stolen_response_posted_elsewhere_neither_works_nor_spoils_the_real_sign_in(signed_in: Any) -> None:
+    started, xml = signed_in(next_url="/admin/")
+    attacker = Client()
+    assert post_acs(attacker, xml).status_code == 403
+    assert SESSION_KEY not in attacker.session
+    assert AuditEvent.objects.get(event="sso_login").reason == "request_mismatch"
+    response = post_acs(started.client, xml)
+    assert (response.status_code, response["Location"]) == (302, "/admin/")
