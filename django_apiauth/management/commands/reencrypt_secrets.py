@@ -67,8 +67,11 @@ def encrypted_models() -> list[type[AbstractCredential]]:
 
 
 def other_encrypted_models() -> list[type[Model]]:
-    """Encrypted models that are not credentials: the certificate authorities' keys."""
-    return [CertificateAuthority]
+    """Encrypted models that are not credentials: the certificate authorities' keys
+    and the SAML SP key."""
+    from ...models import SamlServiceProviderKey
+
+    return [CertificateAuthority, SamlServiceProviderKey]
 
 
 def _label(model: type[Model]) -> str:

@@ -229,3 +229,12 @@ def _expiring_cert() -> str:
             .not_valid_after(now + timedelta(days=5))
             .sign(key, hashes.SHA256()))
     return cert.public_bytes(serialization.Encoding.PEM).decode()
+
+
+def test_reencrypt_secrets_covers_the_sp_key(sp_key: SamlServiceProviderKey, settings: Any) -> None:
+    before = sp_key.private_key_pem()
+    settings.APIAUTH_ENCRYPTION_KEYS = ["a-brand-new-encryption-key-0123456789abcdef", settings.SECRET_KEY]
+    call_command("reencrypt_secrets", stdout=StringIO())
+    sp_key.refresh_from_db()
+    settings.APIAUTH_ENCRYPTION_KEYS = ["a-brand-new-encryption-key-0123456789abcdef"]
+    assert sp_key.private_key_pem() == before
