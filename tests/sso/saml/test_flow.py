@@ -12,6 +12,7 @@ from django.contrib.auth import SESSION_KEY, get_user_model
 from django.shortcuts import resolve_url
 from django.test import Client, override_settings
 from django.utils import timezone
+from freezegun import freeze_time
 from lxml import etree
 
 from django_apiauth.models import (
@@ -314,3 +315,30 @@ def test_a_stolen_response_posted_elsewhere_neither_works_nor_spoils_the_real_si
     assert AuditEvent.objects.get(event="sso_login").reason == "request_mismatch"
     response = post_acs(started.client, xml)
     assert (response.status_code, response["Location"]) == (302, "/admin/")
+
+
+def test_encrypted_assertion_is_decrypted_with_the_sp_key_and_plaintext_refused_when_required(
+    signed_in: Any, provider: Any
+) -> None:
+    provider.want_assertions_encrypted = True
+    provider.save()
+    cert = SamlServiceProviderKey.objects.get().certificate_pem
+    # pysaml2's "self-contained" mode renames the xsi prefix *after* signing (the
+    # digest then fails for any verifier), so its plain mode is used here.
+    started, xml = signed_in(encrypt_assertion=True, encrypt_cert_assertion=cert,
+                              encrypt_assertion_self_contained=False)
+    assert b"EncryptedAssertion" in xml.encode() and b"alice@acme.example" not in xml.encode()
+    response = post_acs(started.client, xml)
+    assert response.status_code == 302, AuditEvent.objects.values_list("reason", "detail").last()
+    plain_started, plain = signed_in()
+    refused = post_acs(plain_started.client, plain)
+    assert refused.status_code == 403
+    assert SESSION_KEY not in plain_started.client.session
+
+
+@pytest.mark.parametrize(("skew", "status"), [(120, 302), (0, 403)])
+def test_clock_skew_setting_applies_to_not_before(signed_in: Any, skew: int, status: int) -> None:
+    started, xml = signed_in()
+    with override_settings(APIAUTH_SAML_CLOCK_SKEW=skew), freeze_time(timezone.now() - timedelta(seconds=60)):
+        response = post_acs(started.client, xml)
+    assert response.status_code == status
