@@ -154,6 +154,15 @@ def _audit_logout(request: HttpRequest, provider: SamlIdentityProvider, outcome:
         logger.error("SAML logout could not be audited (reason %s)", reason)
 
 
+def _logout_refused(request: HttpRequest, provider: SamlIdentityProvider,
+                    refused: SsoRefused) -> HttpResponse:
+    """A refused logout message: audited (``sso_logout``), the session left as it was."""
+    _audit_logout(request, provider, "failure", refused.reason, detail=refused.detail)
+    response = HttpResponse(refused.message, status=refused.status, content_type="text/plain; charset=utf-8")
+    response["Cache-Control"] = "no-store"
+    return response
+
+
 def sls(request: HttpRequest, slug: str) -> HttpResponse:
     """Single Logout Service (HTTP-Redirect binding, Profiles §4.4).
 
@@ -168,28 +177,31 @@ def sls(request: HttpRequest, slug: str) -> HttpResponse:
         return HttpResponse(status=405, headers={"Allow": "GET"})
     provider = _provider(slug)
     if "SAMLRequest" not in request.GET and "SAMLResponse" not in request.GET:
-        return _refuse(request, SsoRefused(reasons.MISSING, status=400), provider)
+        return _logout_refused(request, provider, SsoRefused(reasons.MISSING, status=400))
     if len(request.META.get("QUERY_STRING", "")) > app_settings.SAML_MAX_RESPONSE_BYTES:
-        return _refuse(request, SsoRefused(reasons.TOO_LARGE, status=400), provider)
+        return _logout_refused(request, provider, SsoRefused(reasons.TOO_LARGE, status=400))
     try:
         settings = sp.onelogin_settings(request, provider, messages_signed=True)
         auth = OneLogin_Saml2_Auth(sp.request_data(request), old_settings=settings)
         redirect_url = auth.process_slo(keep_local_session=True)
         errors = auth.get_errors()
     except SsoRefused as refused:
-        return _refuse(request, refused, provider)
+        return _logout_refused(request, provider, refused)
     except Exception as exc:  # malformed deflate/XML, xmlsec: refuse, never 500
-        return _refuse(request, SsoRefused(reasons.MALFORMED, status=400,
-                                           detail={"problem": type(exc).__name__}), provider)
+        return _logout_refused(request, provider, SsoRefused(
+            reasons.MALFORMED, status=400, detail={"problem": type(exc).__name__}))
     if errors:
         reason = reasons.BAD_SIGNATURE if any("signature" in e for e in errors) else reasons.INVALID_RESPONSE
-        _audit_logout(request, provider, "failure", reason, detail={"errors": errors[:3]})
-        return _refuse(request, SsoRefused(reason), provider)
+        return _logout_refused(request, provider, SsoRefused(reason, detail={"errors": errors[:3]}))
     user = request.user if request.user.is_authenticated else None
     if "SAMLRequest" in request.GET:
-        name_id = OneLogin_Saml2_Logout_Request.get_nameid(auth.get_last_request_xml())
+        try:
+            name_id = OneLogin_Saml2_Logout_Request.get_nameid(auth.get_last_request_xml())
+        except Exception:  # an encrypted or missing NameID: nobody here matches it
+            name_id = None
         state = request.session.get(SESSION_KEY) or {}
-        if user is not None and state.get("provider") == provider.slug and state.get("name_id") == name_id:
+        if (user is not None and name_id and state.get("provider") == provider.slug
+                and state.get("name_id") == name_id):
             logout(request)
         _audit_logout(request, provider, "success", reasons.OK, user=user)
         return HttpResponseRedirect(redirect_url)

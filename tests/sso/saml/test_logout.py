@@ -83,3 +83,13 @@ def test_sp_initiated_logout_is_post_only_and_sends_a_signed_logout_request(idp:
                                        relay_state=query.get("RelayState"), sigalg=query["SigAlg"],
                                        signature=query["Signature"])
     assert request.message.name_id.text == "alice-0001"
+
+
+def test_refused_logout_messages_are_audited_as_logout_only(signed_in: Any) -> None:
+    client = _signed_in_client(signed_in)
+    client.get("/auth/saml/acme/sls/", {"SAMLRequest": "not*deflated*"})
+    client.get("/auth/saml/acme/sls/")
+    rows = list(AuditEvent.objects.filter(outcome="failure").values_list("event", "reason"))
+    assert rows and all(event == "sso_logout" for event, _reason in rows)
+    assert ("sso_logout", "missing") in rows
+    assert SESSION_KEY in client.session
