@@ -342,3 +342,13 @@ def test_clock_skew_setting_applies_to_not_before(signed_in: Any, skew: int, sta
     with override_settings(APIAUTH_SAML_CLOCK_SKEW=skew), freeze_time(timezone.now() - timedelta(seconds=60)):
         response = post_acs(started.client, xml)
     assert response.status_code == status
+
+
+def test_login_pages_show_a_button_for_the_active_idp(provider: Any) -> None:
+    page = Client().get("/auth/login/?next=/admin/").content.decode()
+    assert "Sign in with ACME Corp" in page and LOGIN_PATH in page
+    admin_page = Client().get("/admin/login/?next=/admin/").content.decode()
+    assert "Sign in with ACME Corp" in admin_page
+    provider.active = False
+    provider.save()
+    assert "Sign in with ACME Corp" not in Client().get("/auth/login/").content.decode()
