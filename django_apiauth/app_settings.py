@@ -261,6 +261,30 @@ class AppSettings:
     def OIDC_MAX_ID_TOKEN_AGE(self) -> int:
         """Oldest ``iat`` accepted, in seconds before now (600): a fresh login gets a fresh token."""
         return int(self._setting("OIDC_MAX_ID_TOKEN_AGE", 600))
+    # -- SAML service provider -------------------------------------------------
+
+    @property
+    def SAML_CLOCK_SKEW(self) -> int:
+        """Seconds of clock difference tolerated on an assertion's ``NotBefore`` /
+        ``NotOnOrAfter`` and on ``IssueInstant`` (default 120)."""
+        return int(self._setting("SAML_CLOCK_SKEW", 120))
+
+    @property
+    def SAML_MAX_RESPONSE_BYTES(self) -> int:
+        """Largest ``SAMLResponse`` form value accepted, checked before any base64 or
+        XML parsing (default 131072 bytes; a signed response is typically 5-20 KiB)."""
+        return int(self._setting("SAML_MAX_RESPONSE_BYTES", 128 * 1024))
+
+    @property
+    def SAML_REQUEST_TTL(self) -> int:
+        """Seconds an AuthnRequest may wait for its response (default 600)."""
+        return int(self._setting("SAML_REQUEST_TTL", 600))
+
+    @property
+    def SAML_MAX_ASSERTION_AGE(self) -> int:
+        """Oldest assertion ``IssueInstant`` accepted, in seconds (default 600); also
+        the shortest time an assertion ID stays in the replay store."""
+        return int(self._setting("SAML_MAX_ASSERTION_AGE", 600))
 
 
 def _derive_pepper(secret_key: str) -> bytes:

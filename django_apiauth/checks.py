@@ -180,3 +180,49 @@ def check_oidc_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
             hint="Use SESSION_COOKIE_SAMESITE = 'Lax' (Django's default).", id="apiauth.W020",
         ))
     return errors
+@register(Tags.database)
+def check_saml(app_configs: Any = None, databases: Any = None, **kwargs: Any) -> list[Any]:
+    """SAML SP: a key exists when IdPs are active; certificates are not about to expire
+    (``manage.py check --database default``)."""
+    if not databases:
+        return []
+    from datetime import timedelta
+
+    from django.db import DatabaseError
+    from django.utils import timezone
+
+    from .sso.saml.models import SamlIdentityProvider, SamlServiceProviderKey, summaries_of
+
+    now = timezone.now()
+    soon = now + timedelta(days=30)
+    messages: list[Any] = []
+    try:
+        providers = list(SamlIdentityProvider.objects.filter(active=True))
+        keys = list(SamlServiceProviderKey.objects.filter(active=True).order_by("-created_at", "-id"))
+    except DatabaseError:
+        return []  # not migrated yet
+    if providers and not keys:
+        messages.append(Error(
+            "Active SAML identity providers exist but the SAML SP has no key: sign-in and metadata "
+            "answer 503.",
+            hint="Run: manage.py create_saml_sp_key", id="apiauth.E030",
+        ))
+    for provider in providers:
+        summaries = summaries_of(provider)
+        if summaries and max(s.not_after for s in summaries) <= soon:
+            latest = max(s.not_after for s in summaries)
+            messages.append(Warning(
+                f"Every signing certificate of SAML IdP {provider.slug!r} "
+                f"{'expired' if latest <= now else 'expires'} by {latest:%Y-%m-%d}.",
+                hint="Ask the IdP for its new certificate and add it next to the old one "
+                "(or run import_saml_idp --update with its fresh metadata).",
+                id="apiauth.W030",
+            ))
+    if keys and keys[0].not_after <= soon:
+        messages.append(Warning(
+            f"The SAML SP key {keys[0].name!r} {'expired' if keys[0].not_after <= now else 'expires'} "
+            f"on {keys[0].not_after:%Y-%m-%d}.",
+            hint="Run manage.py create_saml_sp_key and give every IdP the new SP metadata.",
+            id="apiauth.W031",
+        ))
+    return messages

@@ -67,8 +67,11 @@ def encrypted_models() -> list[type[AbstractCredential]]:
 
 
 def other_encrypted_models() -> list[type[Model]]:
-    """Encrypted models that are not credentials: the certificate authorities' keys."""
-    return [CertificateAuthority]
+    """Encrypted models that are not credentials: the certificate authorities' keys,
+    the SAML SP key and the OpenID Connect client secrets."""
+    from ...models import OidcProvider, SamlServiceProviderKey
+
+    return [CertificateAuthority, SamlServiceProviderKey, OidcProvider]
 
 
 def _label(model: type[Model]) -> str:
