@@ -45,24 +45,27 @@ def access_token_deleted(sender: Any, instance: Any, **kwargs: Any) -> None:
     iss, jti, exp = facts
     if not denylist.deny(iss, jti, exp):
         return  # expired anyway
+    client_id, owner = _client(instance)
     try:
         audit.record(
             event="token_revoked", scheme="oauth2", outcome=audit.SUCCESS,
-            reason=reasons.REVOKED_BY_OPERATOR, user=getattr(instance, "user", None),
-            credential_id=jti, detail={"client_id": _client_id(instance), "iss": iss},
+            reason=reasons.REVOKED_BY_OPERATOR, user=getattr(instance, "user", None) or owner,
+            credential_id=jti, detail={"client_id": client_id, "iss": iss},
         )
     except audit.AuditUnavailable:
         logger.error("Could not audit the revocation of JWT %s", jti)
 
 
-def _client_id(instance: Any) -> str:
+def _client(instance: Any) -> tuple[str, Any]:
+    """The token's ``client_id`` and the client's owner (who a client-credentials token acts as)."""
     application_id = getattr(instance, "application_id", None)
     if application_id is None:
-        return ""
+        return "", None
     from oauth2_provider.models import get_application_model
 
-    application = get_application_model().objects.filter(pk=application_id).only("client_id").first()
-    return application.client_id if application is not None else ""
+    application = (get_application_model().objects.select_related("user")
+                   .filter(pk=application_id).first())
+    return (application.client_id, application.user) if application is not None else ("", None)
 
 
 def application_changed(sender: Any, instance: Any, **kwargs: Any) -> None:

@@ -18,5 +18,7 @@ app_name = "oauth2_provider"
 urlpatterns = [
     path("token/", csrf_exempt(views.TokenView.as_view()), name="token"),
     path("revoke_token/", csrf_exempt(views.RevokeTokenView.as_view()), name="revoke-token"),
+    path("device-authorization/", csrf_exempt(views.DeviceAuthorizationView.as_view()),
+         name="device-authorization"),
     *dot_urls.urlpatterns,
 ]

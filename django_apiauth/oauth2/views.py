@@ -81,16 +81,18 @@ class TokenView(dot_views.TokenView):
     def _audit_issued(self, request: http.HttpRequest, token: str, detail: dict[str, Any]) -> None:
         from oauth2_provider.models import get_access_token_model
 
-        row = (get_access_token_model().objects.select_related("user")
-               .filter(token_checksum=tokens.checksum(token)).only("id", "user", "scope").first())
+        row = (get_access_token_model().objects.select_related("user", "application__user")
+               .filter(token_checksum=tokens.checksum(token)).first())
         claims = tokens.unverified_claims(token) if token.count(".") == 2 else None
         credential_id = str(claims["jti"]) if claims and "jti" in claims else (
             f"dot:{row.pk}" if row is not None else "")
         extra: dict[str, Any] = {"scope": row.scope[:500] if row is not None else ""}
         if claims and isinstance(claims.get("cnf"), dict):
             extra["certificate_bound"] = True
+        # A client-credentials token has no end user: it acts as the client's owner.
+        user = None if row is None else row.user or (row.application.user if row.application else None)
         self._audit(request, audit.SUCCESS, reasons.ISSUED, {**detail, **extra},
-                    user=row.user if row is not None else None, credential_id=credential_id)
+                    user=user, credential_id=credential_id)
 
     def _audit(self, request: http.HttpRequest, outcome: str, reason: str, detail: dict[str, Any],
                user: Any = None, credential_id: str = "") -> None:
@@ -112,3 +114,19 @@ class RevokeTokenView(dot_views.RevokeTokenView):
             return super().post(request, *args, **kwargs)
         except DependencyUnavailable:
             return _unavailable()
+
+
+class DeviceAuthorizationView(dot_views.DeviceAuthorizationView):
+    """DOT's RFC 8628 ``/device-authorization/`` endpoint, working with oauthlib 4.
+
+    oauthlib 4 adds the resolved ``scope`` to the device authorization answer;
+    DOT 3.4 passes that answer to ``DeviceCodeResponse(**response)``, which has
+    no ``scope`` field, and answers 500. DOT reads the scope from the request
+    itself, so the extra member is dropped before DOT sees it.
+    """
+
+    def create_device_authorization_response(self, request: http.HttpRequest) -> Any:
+        headers, response, status = super().create_device_authorization_response(request)
+        if status == 200 and isinstance(response, dict):
+            response = {k: v for k, v in response.items() if k != "scope"}
+        return headers, response, status

@@ -161,7 +161,7 @@ def parse_issuers() -> dict[str, Issuer]:
         except (KeyError, TypeError, ValueError):
             logger.error("APIAUTH_JWT_ISSUERS entry without an 'issuer' is ignored")
             continue
-        if not issuer.audience or not (issuer.jwks_uri or issuer.keys):
+        if not issuer.audience or not (issuer.jwks_uri or issuer.keys or issuer.local):
             logger.error("APIAUTH_JWT_ISSUERS entry %r needs 'audience' and 'jwks_uri' or 'keys'; "
                          "ignored", issuer.issuer)
             continue
@@ -224,6 +224,8 @@ def issuer_keys(issuer: Issuer, *, refresh: bool = False) -> list[dict[str, Any]
     """
     if issuer.keys:
         return list(issuer.keys)
+    if issuer.local and not issuer.jwks_uri:
+        return local_provider_keys()
     try:
         cache = caches[app_settings.JWKS_CACHE]
         cached = cache.get(_cache_key(issuer.issuer, "set"))
@@ -247,6 +249,29 @@ def issuer_keys(issuer: Issuer, *, refresh: bool = False) -> list[dict[str, Any]
     except Exception:
         logger.exception("The JWKS cache is unavailable")
     return keys
+
+
+def local_provider_keys() -> list[dict[str, Any]]:
+    """The public JWKs of this project's django-oauth-toolkit, read from its
+    settings (active and inactive OIDC keys), exactly as its JWKS endpoint
+    publishes them: a ``local`` issuer without ``jwks_uri`` needs no HTTP
+    request to itself."""
+    from oauth2_provider.settings import oauth2_settings
+
+    pems = (oauth2_settings.OIDC_RSA_PRIVATE_KEY, *oauth2_settings.OIDC_RSA_PRIVATE_KEYS_INACTIVE)
+    return list(_public_jwks(tuple(p for p in pems if p)))
+
+
+@lru_cache(maxsize=8)
+def _public_jwks(pems: tuple[str, ...]) -> tuple[dict[str, Any], ...]:
+    from oauth2_provider.utils import jwk_from_pem
+
+    keys = []
+    for pem in pems:
+        key = jwk_from_pem(pem)
+        public = json.loads(key.export_public())
+        keys.append({"alg": "RS256", "use": "sig", "kid": key.thumbprint(), **public})
+    return tuple(keys)
 
 
 @lru_cache(maxsize=256)
