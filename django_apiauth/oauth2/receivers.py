@@ -17,6 +17,7 @@ from typing import Any
 from django.db.models.signals import post_delete, post_save
 
 from ..core import audit, reasons
+from ..core.authentication import DependencyUnavailable
 from . import denylist, tokens
 
 logger = logging.getLogger("django_apiauth")
@@ -31,7 +32,10 @@ def _jwt_facts(instance: Any) -> tuple[str, str, float] | None:
     checksum = getattr(instance, "token_checksum", "") or ""
     if checksum:
         # Token storage redacted (RFC 9700): the generator left (iss, jti, exp) by checksum.
-        stored = denylist.cache().get("apiauth:jwt:issued:" + checksum)
+        try:
+            stored = denylist.cache().get("apiauth:jwt:issued:" + checksum)
+        except Exception as exc:  # the revocation cannot be decided: fail the delete (503)
+            raise DependencyUnavailable(type(exc).__name__) from None
         if stored:
             iss, jti, exp = stored
             return str(iss), str(jti), float(exp)

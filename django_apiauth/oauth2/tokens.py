@@ -97,7 +97,9 @@ def certificate_thumbprint(request: Any) -> str | None:
 
 
 def audience(request: Any, issuer: str) -> str | list[str]:
-    resources = [r for r in getattr(request, "resource", None) or () if isinstance(r, str)]
+    # RFC 8707 ``resource``: oauthlib hands over a string, or a list once DOT normalised it.
+    resource = getattr(request, "resource", None) or ()
+    resources = [resource] if isinstance(resource, str) else [r for r in resource if isinstance(r, str)]
     values = resources or list(app_settings.OAUTH2_JWT_AUDIENCE) or [issuer]
     return values[0] if len(values) == 1 else values
 
