@@ -193,7 +193,8 @@ def _jwt_issuer_problems(entry: Any) -> list[str]:
             if unknown:
                 problems.append(f"lists unknown or forbidden algorithms {unknown!r} ('none' never works)")
             if jwks_uri and any(str(a).startswith("HS") for a in algorithms):
-                problems.append("lists an HMAC algorithm with a jwks_uri (shared secrets are never published)")
+                problems.append("lists an HMAC algorithm with a jwks_uri "
+                                "(shared secrets are never published)")
     for name in ("leeway", "max_lifetime"):
         value = entry.get(name)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
