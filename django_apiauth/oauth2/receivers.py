@@ -5,7 +5,7 @@ endpoint, the admin action and delete, refresh-token rotation and reuse
 protection, ``AuthorizedTokenDeleteView`` and cascades all end in a delete. So
 ``post_delete`` of the access-token model is the one place where a JWT's
 ``jti`` goes on the deny-list (:mod:`django_apiauth.oauth2.denylist`), audited
-as ``token_revoked``. Rows deleted after their expiry (``cleartokens``) are
+as ``oauth2.token_revoked``. Rows deleted after their expiry (``cleartokens``) are
 skipped.
 """
 
@@ -52,7 +52,7 @@ def access_token_deleted(sender: Any, instance: Any, **kwargs: Any) -> None:
     client_id, owner = _client(instance)
     try:
         audit.record(
-            event="token_revoked", scheme="oauth2", outcome=audit.SUCCESS,
+            event="oauth2.token_revoked", scheme="oauth2", outcome=audit.SUCCESS,
             reason=reasons.REVOKED_BY_OPERATOR, user=getattr(instance, "user", None) or owner,
             credential_id=jti, detail={"client_id": client_id, "iss": iss},
         )

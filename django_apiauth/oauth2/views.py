@@ -1,6 +1,6 @@
 """django-oauth-toolkit's token and revocation endpoints, audited and failing closed.
 
-Every token-endpoint answer writes one audit row (``event="token"``, scheme
+Every token-endpoint answer writes one audit row (``event="oauth2.token"``, scheme
 ``oauth2``): success with reason ``issued`` and the new token's ``jti`` (or
 DOT's token id for an opaque token), failure with the RFC 6749 §5.2 / RFC 8628
 §3.5 error code as reason. The grant type and ``client_id`` go in ``detail``;
@@ -97,7 +97,7 @@ class TokenView(dot_views.TokenView):
     def _audit(self, request: http.HttpRequest, outcome: str, reason: str, detail: dict[str, Any],
                user: Any = None, credential_id: str = "") -> None:
         try:
-            audit.record(event="token", scheme="oauth2", outcome=outcome, reason=reason,
+            audit.record(event="oauth2.token", scheme="oauth2", outcome=outcome, reason=reason,
                          request=request, user=user, credential_id=credential_id, detail=detail)
         except audit.AuditUnavailable:
             pass  # the token answer is already decided; the database error is DOT's to report

@@ -170,7 +170,7 @@ def jwks_kids(provider: str) -> list[str]:
 
 
 def token_events(**filters: Any) -> list[tuple[str, str]]:
-    return [(e.outcome, e.reason) for e in AuditEvent.objects.filter(event="token", **filters).order_by("id")]
+    return [(e.outcome, e.reason) for e in AuditEvent.objects.filter(event="oauth2.token", **filters).order_by("id")]
 
 
 # -- client credentials ---------------------------------------------------------------------
@@ -212,7 +212,7 @@ def test_client_credentials_jwt_calls_whoami(live_server: Any, provider: str,
     assert row.token == ""
     assert row.token_checksum == hashlib.sha256(token.encode()).hexdigest()
     assert token_events() == [("success", "issued")]
-    issued = AuditEvent.objects.get(event="token")
+    issued = AuditEvent.objects.get(event="oauth2.token")
     assert issued.credential_id == claims["jti"]
     assert issued.user.username == "svc-reports"
     assert issued.detail["grant_type"] == "client_credentials"
@@ -242,7 +242,7 @@ def test_token_endpoint_failures_are_audited(provider: str, service_client: tupl
     assert response.status_code == status, response.text
     assert response.json()["error"] == reason
     assert token_events() == [("failure", reason)]
-    row = AuditEvent.objects.get(event="token")
+    row = AuditEvent.objects.get(event="oauth2.token")
     assert row.scheme == "oauth2"
     assert secrets_absent(row.detail, secret, PASSWORD)
 
@@ -259,7 +259,7 @@ def test_password_grant_is_off(provider: str, make_user: Callable[..., Any], car
     assert response.status_code in (400, 401), response.text
     assert response.json()["error"] == "unauthorized_client"
     assert token_events() == [("failure", "unauthorized_client")]
-    assert secrets_absent(AuditEvent.objects.get(event="token").detail, PASSWORD, secret)
+    assert secrets_absent(AuditEvent.objects.get(event="oauth2.token").detail, PASSWORD, secret)
 
 
 # -- authorization code + PKCE ---------------------------------------------------------------
@@ -419,7 +419,7 @@ def test_introspection_and_revocation(live_server: Any, provider: str,
     assert refused.json()["code"] == "invalid_credentials"  # no hint that it was revoked
     failure = AuditEvent.objects.filter(event="authenticate", outcome="failure").get()
     assert (failure.scheme, failure.reason, failure.credential_id) == ("jwt", "revoked", claims["jti"])
-    revocation = AuditEvent.objects.get(event="token_revoked")
+    revocation = AuditEvent.objects.get(event="oauth2.token_revoked")
     assert (revocation.credential_id, revocation.user.username) == (claims["jti"], "svc-reports")
     gone = requests.post(provider + "/introspect/", data={"token": token},
                          auth=(app.client_id, secret), timeout=TIMEOUT)
@@ -485,7 +485,7 @@ def test_certificate_bound_token(live_server: Any, provider: str, settings: Any,
     token = response.json()["access_token"]
     claims = jwt.decode(token, options={"verify_signature": False})
     assert claims["cnf"] == {"x5t#S256": x5t_s256(mine)}
-    assert AuditEvent.objects.get(event="token").detail["certificate_bound"] is True
+    assert AuditEvent.objects.get(event="oauth2.token").detail["certificate_bound"] is True
 
     forwarded = {"X-SSL-Client-Cert": nginx_escape(mine), "X-SSL-Client-Verify": "SUCCESS"}
     ok = whoami(live_server, token, **forwarded)

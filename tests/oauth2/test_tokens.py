@@ -113,7 +113,7 @@ def test_deleting_the_row_denies_the_jti(client: Any, machine: tuple[Any, str], 
         cache.delete(tokens.issued_key(token))  # the row itself is enough
     row.delete()
     assert denylist.is_denied(claims["iss"], claims["jti"])
-    event = AuditEvent.objects.get(event="token_revoked")
+    event = AuditEvent.objects.get(event="oauth2.token_revoked")
     assert (event.outcome, event.reason, event.credential_id, event.user.username) == (
         "success", "revoked", claims["jti"], "svc-machine")
     assert event.detail == {"client_id": machine[0].client_id, "iss": claims["iss"]}
@@ -128,7 +128,7 @@ def test_expired_or_opaque_rows_are_not_deny_listed(machine: tuple[Any, str]) ->
                                expires=timezone.now() + timedelta(hours=1))
     AccessToken.objects.all().delete()
     assert not denylist.is_denied("i", "old")
-    assert not AuditEvent.objects.filter(event="token_revoked").exists()
+    assert not AuditEvent.objects.filter(event="oauth2.token_revoked").exists()
 
 
 @pytest.fixture
@@ -151,7 +151,7 @@ def test_token_endpoint_with_the_shared_cache_down_is_503(client: Any, machine: 
     assert response.status_code == 503
     assert response.json() == {"error": "temporarily_unavailable"}
     assert not AccessToken.objects.exists()
-    event = AuditEvent.objects.get(event="token")
+    event = AuditEvent.objects.get(event="oauth2.token")
     assert (event.outcome, event.reason) == ("failure", "service_unavailable")
 
 
