@@ -106,12 +106,11 @@ def audience(request: Any, issuer: str) -> str | list[str]:
 
 def claims_for(request: Any, *, now: int | None = None) -> dict[str, Any]:
     """The RFC 9068 claims of the access token oauthlib is issuing for ``request``."""
-    from oauth2_provider.oauth2_validators import OAuth2Validator
     from oauth2_provider.settings import oauth2_settings
 
     now = int(time.time()) if now is None else now
     lifetime = int(getattr(request, "expires_in", None) or oauth2_settings.ACCESS_TOKEN_EXPIRE_SECONDS)
-    issuer = OAuth2Validator().get_oidc_issuer_endpoint(request)
+    issuer = oauth2_settings.OAUTH2_VALIDATOR_CLASS().get_oidc_issuer_endpoint(request)
     client = request.client
     client_id = str(getattr(client, "client_id", None) or request.client_id)
     user = getattr(request, "user", None)

@@ -501,7 +501,10 @@ class JWTAuthentication(ApiAuthentication):
             user_stamp = shared.get(_user_stamp_key(user.pk))
         except Exception:
             raise DependencyUnavailable("deny-list unavailable") from None
-        user = type(user)._default_manager.get(pk=user.pk)
+        user = type(user)._default_manager.filter(pk=user.pk).first()
+        if user is None:  # deleted in between
+            raise Refused(reasons.UNKNOWN_CREDENTIAL, credential_id=jti,
+                          detail={**facts, "sub": claims["sub"][:255]})
         if identity is not None:
             identity.user = user
         if len(_SUBJECTS) >= SUBJECT_CACHE_SIZE:
