@@ -30,7 +30,7 @@ def _jwt_facts(instance: Any) -> tuple[str, str, float] | None:
         if claims and all(k in claims for k in ("iss", "jti", "exp")):
             return str(claims["iss"]), str(claims["jti"]), float(claims["exp"])
     checksum = getattr(instance, "token_checksum", "") or ""
-    if checksum:
+    if checksum and not raw:
         # Token storage redacted (RFC 9700): the generator left (iss, jti, exp) by checksum.
         try:
             stored = denylist.cache().get("apiauth:jwt:issued:" + checksum)

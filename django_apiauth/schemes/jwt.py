@@ -8,8 +8,9 @@ in ``authentication_classes`` can claim it.
 Checks, in order, each refusal audited with its stable reason:
 
 1. size, before any decoding (``APIAUTH_JWT_MAX_TOKEN_BYTES``) → ``malformed``;
-2. unverified header and payload must be JSON objects; a ``crit`` header is
-   refused (we understand no extension) → ``malformed``;
+2. unverified header and payload must be JSON objects without duplicate
+   member names, ``kid`` a string of at most 256 characters; a ``crit``
+   header is refused (we understand no extension) → ``malformed``;
 3. ``iss`` must be a configured issuer (``APIAUTH_JWT_ISSUERS``) →
    ``untrusted_issuer``;
 4. ``alg`` must be in that issuer's allow-list; ``none`` never is →
@@ -24,8 +25,9 @@ Checks, in order, each refusal audited with its stable reason:
 7. PyJWT verifies the signature with that key and only the header's
    algorithm, and the claims ``exp``, ``iat``, ``nbf``, ``iss``, ``aud``
    (with the issuer's leeway), requiring ``exp iat sub iss aud client_id jti``;
-8. ``exp - iat`` must not exceed the issuer's ``max_lifetime`` →
-   ``malformed``;
+8. ``aud`` must have one value unless the issuer allows ``multiple_audiences``
+   → ``bad_audience``; ``exp - iat`` must not exceed the issuer's
+   ``max_lifetime`` → ``malformed``;
 9. a ``cnf`` claim binds the token to a client certificate (RFC 8705 §3):
    the request must carry the same certificate (``x5t#S256``), taken as mTLS
    authentication takes it → ``certificate_binding_mismatch``;
@@ -367,7 +369,7 @@ class JWTAuthentication(ApiAuthentication):
         issuer = configured_issuers().get(verified.issuer.issuer) if verified is not None else None
         if verified is not None and issuer is verified.issuer and timestamp < verified.valid_until:
             claims, facts = verified.claims, verified.facts
-            if timestamp > claims["exp"] + issuer.leeway:
+            if timestamp >= claims["exp"] + issuer.leeway:  # as PyJWT decides it
                 raise Refused(reasons.EXPIRED, credential_id=claims["jti"], detail=facts)
         else:
             issuer, claims, facts = self.verify_signature_and_claims(token)

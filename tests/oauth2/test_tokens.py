@@ -119,6 +119,26 @@ def test_deleting_the_row_denies_the_jti(client: Any, machine: tuple[Any, str], 
     assert event.detail == {"client_id": machine[0].client_id, "iss": claims["iss"]}
 
 
+def test_admin_revoke_action_denies_the_jti(client: Any, machine: tuple[Any, str]) -> None:
+    """DOT's shared revoke path (admin action, AuthorizedTokenDeleteView, /revoke_token/)."""
+    from oauth2_provider.models import revoke_access_token
+
+    token = access_token(client, machine)
+    claims = jwt.decode(token, options={"verify_signature": False})
+    assert client.get(WHOAMI, HTTP_AUTHORIZATION=f"Bearer {token}").status_code == 200
+    revoke_access_token(AccessToken.objects.get())
+    assert denylist.is_denied(claims["iss"], claims["jti"])
+    assert client.get(WHOAMI, HTTP_AUTHORIZATION=f"Bearer {token}").status_code == 401
+
+
+def test_opaque_row_deleted_with_the_cache_down(machine: tuple[Any, str], cache_down: Any) -> None:
+    """A stored opaque token says what it is: deleting it needs no cache."""
+    AccessToken.objects.create(application=machine[0], token="opaque-token-value",
+                               expires=timezone.now() + timedelta(hours=1))
+    AccessToken.objects.all().delete()
+    assert not AccessToken.objects.exists()
+
+
 def test_expired_or_opaque_rows_are_not_deny_listed(machine: tuple[Any, str]) -> None:
     app = machine[0]
     now = int(time.time())
