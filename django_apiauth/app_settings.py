@@ -204,6 +204,28 @@ class AppSettings:
         """Cache alias where fetched key sets are kept (``default``)."""
         return str(self._setting("JWKS_CACHE", "default"))
 
+    @property
+    def JWT_DENYLIST_CACHE(self) -> str:
+        """Shared cache alias of the revoked-``jti`` deny-list and the JWT user
+        cache's invalidation stamps (default: ``APIAUTH_REPLAY_CACHE``). Must be
+        shared by every process and must not evict (Redis ``noeviction``)."""
+        return str(self._setting("JWT_DENYLIST_CACHE", self.REPLAY_CACHE))
+
+    @property
+    def JWT_USER_CACHE_SECONDS(self) -> int:
+        """Longest time a process reuses a token subject's user without asking the
+        database (60 s). Saving the user, its ``ExternalIdentity`` or its OAuth
+        application invalidates the entry at once, in every process."""
+        return int(self._setting("JWT_USER_CACHE_SECONDS", 60))
+
+    @property
+    def OAUTH2_JWT_AUDIENCE(self) -> tuple[str, ...]:
+        """``aud`` of the JWT access tokens this project's django-oauth-toolkit
+        mints (str or list; default: the issuer). RFC 8707 ``resource``
+        parameters, when a client sends them, take precedence."""
+        value = self._setting("OAUTH2_JWT_AUDIENCE", ())
+        return (value,) if isinstance(value, str) else tuple(value or ())
+
     # -- audit -------------------------------------------------------------
 
     @property

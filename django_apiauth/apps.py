@@ -17,6 +17,9 @@ class ApiAuthConfig(AppConfig):
 
         for model in credential_models().values():
             pre_delete.connect(audit_deletion, sender=model, dispatch_uid=f"apiauth-delete-{model.__name__}")
+        from .schemes.jwt import connect_signals as connect_jwt_signals
+
+        connect_jwt_signals()  # user / identity changes invalidate the JWT user caches
         self._add_sso_buttons_to_admin_login()
 
     @staticmethod

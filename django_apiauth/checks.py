@@ -226,3 +226,100 @@ def check_saml(app_configs: Any = None, databases: Any = None, **kwargs: Any) ->
             id="apiauth.W031",
         ))
     return messages
+# -- JWT bearer tokens and the OAuth 2.0 provider (issue 5) ------------------------------
+
+_KNOWN_JWT_ALGORITHMS = frozenset({
+    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "ES256K",
+    "EdDSA", "HS256", "HS384", "HS512",
+})
+_OUR_GENERATOR = "django_apiauth.oauth2.tokens.signed_access_token"
+
+
+def _jwt_issuer_problems(entry: Any) -> list[str]:
+    if not isinstance(entry, dict):
+        return ["is not a dict"]
+    problems = []
+    if not isinstance(entry.get("issuer"), str) or not entry.get("issuer"):
+        problems.append("has no 'issuer' string")
+    audience = entry.get("audience")
+    if not audience or not (isinstance(audience, str) or (
+            isinstance(audience, list | tuple) and all(isinstance(a, str) and a for a in audience))):
+        problems.append("needs 'audience': this API's identifier (a string or a list of strings)")
+    jwks_uri, keys = entry.get("jwks_uri"), entry.get("keys")
+    if not (jwks_uri or keys or entry.get("local")):
+        problems.append("needs 'jwks_uri' or 'keys' (or 'local': True for this project's provider)")
+    if jwks_uri and not (isinstance(jwks_uri, str) and jwks_uri.startswith(("https://", "http://"))):
+        problems.append("has a 'jwks_uri' that is not an http(s) URL")
+    if keys is not None and not (isinstance(keys, list | tuple) and all(isinstance(k, dict) for k in keys)):
+        problems.append("has 'keys' that are not a list of JWK dicts")
+    algorithms = entry.get("algorithms")
+    if algorithms is not None:
+        if isinstance(algorithms, str) or not isinstance(algorithms, list | tuple) or not algorithms:
+            problems.append("has 'algorithms' that is not a non-empty list")
+        else:
+            unknown = [a for a in algorithms if a not in _KNOWN_JWT_ALGORITHMS]
+            if unknown:
+                problems.append(f"lists unknown or forbidden algorithms {unknown!r} ('none' never works)")
+            if jwks_uri and any(str(a).startswith("HS") for a in algorithms):
+                problems.append("lists an HMAC algorithm with a jwks_uri "
+                                "(shared secrets are never published)")
+    for name in ("leeway", "max_lifetime"):
+        value = entry.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+            problems.append(f"has a {name!r} that is not a number of seconds")
+    return problems
+
+
+@register(Tags.security)
+def check_jwt_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
+    errors: list[Any] = []
+    issuers = app_settings.JWT_ISSUERS
+    seen: set[str] = set()
+    for index, entry in enumerate(issuers):
+        for problem in _jwt_issuer_problems(entry):
+            errors.append(Error(
+                f"APIAUTH_JWT_ISSUERS[{index}] {problem}.",
+                hint="See docs/jwt.md: {'issuer': ..., 'audience': ..., 'jwks_uri': ...}.",
+                id="apiauth.E041",
+            ))
+        if isinstance(entry, dict) and isinstance(entry.get("issuer"), str):
+            if entry["issuer"] in seen:
+                errors.append(Error(
+                    f"APIAUTH_JWT_ISSUERS lists {entry['issuer']!r} twice.",
+                    hint="Merge the entries: one issuer, one entry.", id="apiauth.E041",
+                ))
+            seen.add(entry["issuer"])
+    if app_settings.JWT_DENYLIST_CACHE not in settings.CACHES:
+        errors.append(Error(
+            f"APIAUTH_JWT_DENYLIST_CACHE is {app_settings.JWT_DENYLIST_CACHE!r}, which is not in CACHES.",
+            hint="Name an alias of CACHES (a shared Redis with maxmemory-policy noeviction).",
+            id="apiauth.E042",
+        ))
+    provider = getattr(settings, "OAUTH2_PROVIDER", None) or {}
+    generator = provider.get("ACCESS_TOKEN_GENERATOR")
+    if generator == _OUR_GENERATOR or getattr(generator, "__name__", "") == "signed_access_token":
+        if not provider.get("REFRESH_TOKEN_GENERATOR"):
+            errors.append(Error(
+                "OAUTH2_PROVIDER['ACCESS_TOKEN_GENERATOR'] mints JWTs and REFRESH_TOKEN_GENERATOR is "
+                "not set: oauthlib would mint refresh tokens with the access-token generator, and a "
+                "refresh token would work as an access token.",
+                hint="Set OAUTH2_PROVIDER['REFRESH_TOKEN_GENERATOR'] = "
+                "'oauthlib.oauth2.rfc6749.tokens.random_token_generator'.",
+                id="apiauth.E040",
+            ))
+        if not provider.get("OIDC_RSA_PRIVATE_KEY"):
+            errors.append(Error(
+                "OAUTH2_PROVIDER['ACCESS_TOKEN_GENERATOR'] mints JWTs but OIDC_RSA_PRIVATE_KEY "
+                "is empty.",
+                hint="Set OIDC_RSA_PRIVATE_KEY to an RSA private key (PEM), kept out of the "
+                "repository.",
+                id="apiauth.E043",
+            ))
+        if not settings.DEBUG and not provider.get("OIDC_ISS_ENDPOINT"):
+            errors.append(Warning(
+                "OAUTH2_PROVIDER['OIDC_ISS_ENDPOINT'] is not set: the 'iss' of every token is "
+                "built from the request's Host header.",
+                hint="Set OIDC_ISS_ENDPOINT to the provider's public URL (e.g. https://auth.example.com/o).",
+                id="apiauth.W040",
+            ))
+    return errors

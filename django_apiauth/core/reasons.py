@@ -65,6 +65,23 @@ CHANGED = "changed"
 DELETED = "deleted"
 REVOKED_BY_OPERATOR = "revoked"
 
+# JWT certificate binding (RFC 8705 §3): the request's certificate is not the token's
+CERT_BINDING_MISMATCH = "certificate_binding_mismatch"
+
+# OAuth 2.0 token endpoint failures: the RFC 6749 §5.2 / RFC 8628 §3.5 error codes
+OAUTH_INVALID_REQUEST = "invalid_request"
+OAUTH_INVALID_CLIENT = "invalid_client"
+OAUTH_INVALID_GRANT = "invalid_grant"
+OAUTH_UNAUTHORIZED_CLIENT = "unauthorized_client"
+OAUTH_UNSUPPORTED_GRANT_TYPE = "unsupported_grant_type"
+OAUTH_INVALID_SCOPE = "invalid_scope"
+OAUTH_INVALID_TARGET = "invalid_target"
+OAUTH_AUTHORIZATION_PENDING = "authorization_pending"
+OAUTH_SLOW_DOWN = "slow_down"
+OAUTH_ACCESS_DENIED = "access_denied"
+OAUTH_EXPIRED_TOKEN = "expired_token"  # noqa: S105 (a reason code)
+OAUTH_OTHER_ERROR = "oauth_error"
+
 ALL = frozenset(
     value for name, value in dict(globals()).items() if name.isupper() and isinstance(value, str)
 )

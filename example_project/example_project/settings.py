@@ -59,6 +59,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "oauth2_provider",
     "django_apiauth",
+    "django_apiauth.oauth2",
     "demo",
 ]
 
@@ -131,7 +132,7 @@ USE_I18N = True
 USE_TZ = True
 STATIC_URL = "static/"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
-LOGIN_URL = "/admin/login/"
+LOGIN_URL = "/accounts/login/"  # the OAuth provider's sign-in page (end users, not only staff)
 
 # Only the TLS terminator may forward client certificates (and X-Forwarded-For).
 # The shipped nginx config (deploy/nginx-mtls.conf) connects from 127.0.0.2.
@@ -141,16 +142,68 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "django_apiauth.schemes.api_key.ApiKeyAuthentication",
         "django_apiauth.schemes.http_signature.HttpSignatureAuthentication",
+        # Before mTLS: a certificate-bound JWT (RFC 8705) arrives with a certificate too.
+        "django_apiauth.schemes.jwt.JWTAuthentication",
         "django_apiauth.schemes.client_cert.ClientCertificateAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["django_apiauth.permissions.HasScopes"],
 }
 
+# django-oauth-toolkit is the authorization server and OpenID provider at /o/.
+# Access tokens are RFC 9068 JWTs signed with the OIDC key (verified offline by
+# JWTAuthentication below); refresh tokens stay opaque. See docs/oauth2-provider.md.
+OAUTH2_ISSUER = os.environ.get("OAUTH2_ISSUER", "http://127.0.0.1:8000/o")
 OAUTH2_PROVIDER = {
     "OIDC_ENABLED": True,
+    "OIDC_ISS_ENDPOINT": OAUTH2_ISSUER,
     "OIDC_RSA_PRIVATE_KEY": os.environ.get("OIDC_RSA_PRIVATE_KEY") or _var_secret(
         "oidc.pem", _rsa_pem
     ),
+    # Rotation: the previous key, still published in the JWKS until its tokens expire.
+    "OIDC_RSA_PRIVATE_KEYS_INACTIVE": [
+        (VAR_DIR / name).read_text() for name in sorted(os.listdir(VAR_DIR))
+        if name.startswith("oidc-inactive") and name.endswith(".pem")
+    ] if VAR_DIR.is_dir() else [],
+    "ACCESS_TOKEN_GENERATOR": "django_apiauth.oauth2.tokens.signed_access_token",
+    "REFRESH_TOKEN_GENERATOR": "oauthlib.oauth2.rfc6749.tokens.random_token_generator",
+    "OAUTH2_VALIDATOR_CLASS": "django_apiauth.oauth2.validators.OAuth2Validator",
+    "ACCESS_TOKEN_EXPIRE_SECONDS": 15 * 60,
+    "REFRESH_TOKEN_EXPIRE_SECONDS": 14 * 24 * 3600,
+    "ROTATE_REFRESH_TOKEN": True,
+    "REFRESH_TOKEN_REUSE_PROTECTION": True,
     "PKCE_REQUIRED": True,
-    "SCOPES": {"openid": "OpenID Connect", "echo:write": "Write to the echo endpoint"},
+    "DEVICE_FLOW_INTERVAL": 5,
+    "OAUTH_DEVICE_VERIFICATION_URI": OAUTH2_ISSUER + "/device/",
+    # RFC 9700 (OAuth 2.0 Security BCP) gates, all on.
+    "COMPLIANT_BCP_RFC9700_IMPLICIT_GRANT": True,
+    "COMPLIANT_BCP_RFC9700_PASSWORD_GRANT": True,
+    "COMPLIANT_BCP_RFC9700_PKCE_METHOD": True,
+    "COMPLIANT_BCP_RFC9700_ACCESS_TOKEN_TRANSPORT": True,
+    "COMPLIANT_BCP_RFC9700_AUTHZ_RESPONSE_ISS": True,
+    "COMPLIANT_BCP_RFC9700_TOKEN_STORAGE": True,
+    "COMPLIANT_BCP_RFC9700_REFRESH_TOKEN": True,
+    "COMPLIANT_BCP_RFC9700_REDIRECT_URI_SCHEME": True,
+    "COMPLIANT_BCP_RFC9700_REDIRECT_URI_MATCHING": True,
+    "COMPLIANT_BCP_RFC9700_PKCE_REQUIRED": True,
+    "SCOPES": {
+        "openid": "OpenID Connect",
+        "whoami:read": "See who you are",
+        "echo:write": "Write to the echo endpoint",
+    },
+    "DEFAULT_SCOPES": ["whoami:read"],
 }
+
+# Our own provider is a trusted JWT issuer: sub is a local user's primary key,
+# client-credentials tokens act as the OAuth application's owner.
+APIAUTH_OAUTH2_JWT_AUDIENCE = os.environ.get("OAUTH2_AUDIENCE", "http://127.0.0.1:8000/api/")
+APIAUTH_JWT_ISSUERS = [
+    {
+        "issuer": OAUTH2_ISSUER,
+        "audience": APIAUTH_OAUTH2_JWT_AUDIENCE,
+        # No jwks_uri: a local issuer's keys are read from OAUTH2_PROVIDER (the same
+        # JWKS the provider serves at /o/.well-known/jwks.json), no HTTP call to itself.
+        "algorithms": ["RS256"],
+        "max_lifetime": 15 * 60,
+        "local": True,
+    },
+]

@@ -95,7 +95,7 @@ def test_missing_header(client):
     assert response.status_code == 401
     # No credential: every scheme the view accepts is offered (RFC 9110 §11.6.1).
     assert response["WWW-Authenticate"] == (
-        'Api-Key realm="api", Signature realm="api", ClientCert realm="api"'
+        'Api-Key realm="api", Signature realm="api", Bearer realm="api", ClientCert realm="api"'
     )
     row = only_row()
     assert (row.event, row.outcome, row.reason) == ("authorize", "failure", "missing")

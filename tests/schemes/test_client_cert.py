@@ -42,7 +42,7 @@ WHOAMI = "/api/whoami/"
 ECHO = "/api/echo/"
 TERMINATOR = "127.0.0.2"
 CHALLENGE = 'ClientCert realm="api"'
-EVERY_CHALLENGE = 'Api-Key realm="api", Signature realm="api", ClientCert realm="api"'
+EVERY_CHALLENGE = 'Api-Key realm="api", Signature realm="api", Bearer realm="api", ClientCert realm="api"'
 
 
 @pytest.fixture(autouse=True)

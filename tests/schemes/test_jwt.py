@@ -450,3 +450,309 @@ def test_insufficient_scope(client: Any, alice: Any, mint: Callable[..., str]) -
     response = get(client, mint(scope="write"))
     assert response.status_code == 403
     assert response.json()["code"] == "insufficient_scope"
+
+
+# -- more bad input (issue 5) ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kid", [123, ["rsa-1"], {"k": 1}, "k" * 257, "k" * 100_000])
+def test_kid_not_a_string_or_huge(client: Any, alice: Any, mint: Callable[..., str], jwks: JWKSServer,
+                                  audit_rows: Callable[..., list[Any]], kid: Any) -> None:
+    _header, payload, signature = mint().split(".")
+    token = f'{b64({"alg": "RS256", "typ": "at+jwt", "kid": kid})}.{payload}.{signature}'
+    assert_refused(get(client, token), audit_rows, "malformed")
+    # A huge kid makes the whole token too long: refused before decoding.
+    assert audit_rows()[0].detail["problem"] == ("too long" if len(token) > 8192 else "kid")
+    assert jwks.hits == {}  # refused before any key lookup
+
+
+def test_x5c_header_is_ignored(client: Any, alice: Any, jwks: JWKSServer, attacker_key: Any,
+                               mint: Callable[..., str], audit_rows: Callable[..., list[Any]]) -> None:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.x509.oid import NameOID
+
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "evil")])
+    now = timezone.now()
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(attacker_key.public_key()).serial_number(1)
+            .not_valid_before(now - timedelta(days=1)).not_valid_after(now + timedelta(days=1))
+            .sign(attacker_key, hashes.SHA256()))
+    x5c = base64.b64encode(cert.public_bytes(serialization.Encoding.DER)).decode()
+    token = mint(key=attacker_key, headers={"x5c": [x5c], "x5u": jwks.url("evil")})
+    assert_refused(get(client, token), audit_rows, "bad_signature")
+    assert "evil" not in jwks.hits
+
+
+def test_iat_in_the_future(client: Any, alice: Any, mint: Callable[..., str],
+                           audit_rows: Callable[..., list[Any]]) -> None:
+    now = int(time.time())
+    assert_refused(get(client, mint(iat=now + 600, exp=now + 900)), audit_rows, "not_yet_valid")
+
+
+def test_missing_exp_with_nbf(client: Any, alice: Any, mint: Callable[..., str],
+                              audit_rows: Callable[..., list[Any]]) -> None:
+    assert_refused(get(client, mint(drop=("exp",), nbf=int(time.time()))), audit_rows, "malformed")
+
+
+@pytest.mark.parametrize("aud", [[AUD, "https://other.example.test"], ["https://other.example.test", AUD],
+                                 [], None, "", [AUD, AUD]])
+def test_multi_valued_or_empty_audience(client: Any, alice: Any, mint: Callable[..., str],
+                                        audit_rows: Callable[..., list[Any]], aud: Any) -> None:
+    response = get(client, mint(aud=aud))
+    assert response.status_code == 401
+    assert audit_rows()[0].reason in {"bad_audience", "malformed"}
+
+
+def test_multi_valued_audience_allowed_by_issuer_entry(settings: Any, client: Any, alice: Any,
+                                                       jwks: JWKSServer, mint: Callable[..., str]) -> None:
+    settings.APIAUTH_JWT_ISSUERS = [issuer_setting(jwks, multiple_audiences=True)]
+    assert get(client, mint(aud=[AUD, "https://other.example.test"])).status_code == 200
+    assert get(client, mint(aud=["https://x.example.test", "https://y.example.test"])).status_code == 401
+
+
+def test_single_valued_audience_list(client: Any, alice: Any, mint: Callable[..., str]) -> None:
+    assert get(client, mint(aud=[AUD])).status_code == 200
+
+
+def test_id_token_used_as_access_token(client: Any, alice: Any, mint: Callable[..., str],
+                                       audit_rows: Callable[..., list[Any]]) -> None:
+    """An OpenID Connect ID token: typ JWT, aud the client, nonce and auth_time."""
+    token = mint(typ="JWT", aud="web-app", nonce="n", auth_time=int(time.time()))
+    assert_refused(get(client, token), audit_rows, "malformed")
+
+
+def raw_json_token(rsa_key: Any, header_json: str, payload_json: str) -> str:
+    """Sign exactly these JSON texts (duplicate members survive)."""
+    from cryptography.hazmat.primitives.asymmetric import padding
+
+    def enc(text: str) -> str:
+        return base64.urlsafe_b64encode(text.encode()).rstrip(b"=").decode()
+
+    signing_input = f"{enc(header_json)}.{enc(payload_json)}"
+    signature = rsa_key.sign(signing_input.encode(), padding.PKCS1v15(), hashes_sha256())
+    return f"{signing_input}.{base64.urlsafe_b64encode(signature).rstrip(b'=').decode()}"
+
+
+def hashes_sha256() -> Any:
+    from cryptography.hazmat.primitives import hashes
+
+    return hashes.SHA256()
+
+
+def payload_json(**claims: Any) -> str:
+    now = int(time.time())
+    body = {"iss": ISS, "aud": AUD, "sub": "alice-sub", "client_id": "web-app", "jti": uuid.uuid4().hex,
+            "iat": now, "exp": now + 300, "scope": "read", **claims}
+    return json.dumps(body)
+
+
+@pytest.mark.parametrize(("header", "payload"), [
+    ('{"alg": "RS256", "typ": "at+jwt", "kid": "rsa-1", "alg": "HS256"}', None),
+    ('{"alg": "RS256", "typ": "at+jwt", "kid": "rsa-1", "kid": "other"}', None),
+    (None, "sub"),
+    (None, "scope"),
+])
+def test_duplicate_json_members(client: Any, alice: Any, rsa_key: Any, audit_rows: Callable[..., list[Any]],
+                                header: str | None, payload: str | None) -> None:
+    header = header or '{"alg": "RS256", "typ": "at+jwt", "kid": "rsa-1"}'
+    body = payload_json()
+    if payload == "sub":
+        body = body[:-1] + ', "sub": "admin-sub"}'
+    elif payload == "scope":
+        body = body[:-1] + ', "scope": "read admin"}'
+    assert_refused(get(client, raw_json_token(rsa_key, header, body)), audit_rows, "malformed")
+    assert audit_rows()[0].detail["problem"] == "duplicate JSON member"
+
+
+def test_well_formed_raw_token_passes(client: Any, alice: Any, rsa_key: Any) -> None:
+    """The raw signer above makes acceptable tokens: the refusals are the duplicates' doing."""
+    token = raw_json_token(rsa_key, '{"alg": "RS256", "typ": "at+jwt", "kid": "rsa-1"}', payload_json())
+    assert get(client, token).status_code == 200
+
+
+@pytest.mark.parametrize("token", [
+    "e30x1.e30.abc",  # header length 5: not base64
+    "e30.e30x1.abc",
+    "eyJhbGciOiJSUzI1NiJ9.%%%.abc",
+    "eyJhbGciOiJSUzI1NiJ9.e30",
+    "eyJhbGciOiJSUzI1NiJ9..abc",
+    "..",
+    "a.b.c.d",
+    "gA.e30.abc",  # \x80: not UTF-8
+])
+def test_malformed_segments(client: Any, token: str, audit_rows: Callable[..., list[Any]]) -> None:
+    response = get(client, token)
+    assert response.status_code == 401
+    rows = audit_rows()
+    assert rows == [] or [r.reason for r in rows] in (["malformed"], ["disallowed_algorithm"])
+
+
+def test_one_megabyte_token_refused_before_decoding(client: Any, alice: Any, jwks: JWKSServer,
+                                                    audit_rows: Callable[..., list[Any]]) -> None:
+    token = "eyJ" + "A" * (1024 * 1024) + ".e30.sig"
+    assert_refused(get(client, token), audit_rows, "malformed")
+    assert audit_rows()[0].detail == {"problem": "too long", "length": len(token)}
+    assert jwks.hits == {}
+
+
+# -- revocation deny-list -------------------------------------------------------------------
+
+
+def test_revoked_jti(client: Any, alice: Any, mint: Callable[..., str],
+                     audit_rows: Callable[..., list[Any]]) -> None:
+    from django_apiauth.oauth2 import denylist
+
+    token = mint(jti="tok-revoked")
+    assert get(client, token).status_code == 200
+    assert denylist.deny(ISS, "tok-revoked", time.time() + 300)
+    response = get(client, token)
+    assert response.status_code == 401
+    assert response.json()["code"] == "invalid_credentials"
+    assert [(r.outcome, r.reason, r.credential_id) for r in audit_rows()] == [
+        ("success", "ok", "tok-revoked"), ("failure", "revoked", "tok-revoked")]
+    # Same jti at another issuer is another token.
+    assert not denylist.is_denied("https://other.example.test", "tok-revoked")
+
+
+def test_deny_list_entry_lives_until_exp(alice: Any) -> None:
+    from django_apiauth.oauth2 import denylist
+
+    assert not denylist.deny(ISS, "old", time.time() - 3600)  # long expired: nothing to deny
+    assert not denylist.is_denied(ISS, "old")
+
+
+def malleate_es256(token: str) -> str:
+    """The ``(r, n - s)`` twin of an ES256 signature: another string, equally valid."""
+    n = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
+    signing_input, _dot, signature = token.rpartition(".")
+    raw = base64.urlsafe_b64decode(signature + "=" * (-len(signature) % 4))
+    r, s = raw[:32], int.from_bytes(raw[32:], "big")
+    twin = r + (n - s).to_bytes(32, "big")
+    return f"{signing_input}.{base64.urlsafe_b64encode(twin).rstrip(b'=').decode()}"
+
+
+def test_es256_twin_signature_of_a_revoked_token(client: Any, alice: Any, ec_key: Any,
+                                                 mint: Callable[..., str],
+                                                 audit_rows: Callable[..., list[Any]]) -> None:
+    from django_apiauth.oauth2 import denylist
+
+    token = mint(key=ec_key, alg="ES256", kid="ec-1", jti="es-1")
+    twin = malleate_es256(token)
+    assert twin != token
+    assert get(client, twin).status_code == 200  # the twin verifies: a string deny-list would miss it
+    denylist.deny(ISS, "es-1", time.time() + 300)
+    for candidate in (token, twin):
+        assert get(client, candidate).status_code == 401
+    assert [r.reason for r in audit_rows()] == ["ok", "revoked", "revoked"]
+
+
+@pytest.fixture
+def cache_down(settings: Any) -> Any:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    settings.CACHES = {**settings.CACHES, "down": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": f"redis://127.0.0.1:{port}/0",
+        "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5},
+    }}
+    settings.APIAUTH_JWT_DENYLIST_CACHE = "down"
+    return settings
+
+
+def test_deny_list_unreachable_is_503(client: Any, alice: Any, mint: Callable[..., str], cache_down: Any,
+                                      audit_rows: Callable[..., list[Any]]) -> None:
+    response = get(client, mint())
+    assert response.status_code == 503
+    assert response.json()["code"] == "service_unavailable"
+    assert [r.reason for r in audit_rows()] == ["service_unavailable"]
+
+
+def test_deny_raises_when_the_cache_is_down(cache_down: Any) -> None:
+    from django_apiauth.core.authentication import DependencyUnavailable
+    from django_apiauth.oauth2 import denylist
+
+    with pytest.raises(DependencyUnavailable):
+        denylist.deny(ISS, "x", time.time() + 60)
+    with pytest.raises(DependencyUnavailable):
+        denylist.is_denied(ISS, "x")
+
+
+# -- no database query in steady state ----------------------------------------------------------
+
+
+def test_repeated_token_makes_no_query_but_the_audit_insert(
+        alice: Any, mint: Callable[..., str], jwks: JWKSServer) -> None:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    token = mint()
+    request = APIRequestFactory().get(URL, HTTP_AUTHORIZATION=f"Bearer {token}")
+    assert JWTAuthentication().authenticate(request)[0] == alice  # type: ignore[index]
+    for _ in range(3):
+        request = APIRequestFactory().get(URL, HTTP_AUTHORIZATION=f"Bearer {token}")
+        with CaptureQueriesContext(connection) as queries:
+            user, _principal = JWTAuthentication().authenticate(request)  # type: ignore[misc]
+        assert user == alice
+        [query] = queries.captured_queries  # only the audit row
+        assert query["sql"].startswith('INSERT INTO "django_apiauth_auditevent"')
+    # Another token of the same subject: the signature is verified, the user still cached.
+    request = APIRequestFactory().get(URL, HTTP_AUTHORIZATION=f"Bearer {mint()}")
+    with CaptureQueriesContext(connection) as queries:
+        assert JWTAuthentication().authenticate(request)[0] == alice  # type: ignore[index]
+    assert [q["sql"].split()[0] for q in queries.captured_queries] == ["INSERT"]
+    assert jwks.hits == {"jwks": 1}
+
+
+def test_deactivated_user_refused_at_once_despite_the_cache(
+        client: Any, alice: Any, mint: Callable[..., str], audit_rows: Callable[..., list[Any]]) -> None:
+    token = mint()
+    assert get(client, token).status_code == 200
+    assert get(client, token).status_code == 200  # cached now
+    alice.is_active = False
+    alice.save()
+    response = get(client, token)
+    assert response.status_code == 401
+    assert audit_rows()[-1].reason == "inactive_owner"
+
+
+def test_identity_moved_to_another_user_is_seen_at_once(
+        client: Any, alice: Any, make_user: Callable[..., Any], mint: Callable[..., str]) -> None:
+    bob = make_user("bob")
+    token = mint()
+    assert get(client, token).json()["user"] == "alice"
+    ExternalIdentity.objects.filter(subject="alice-sub").update(user=bob)  # no signal: a queryset update
+    assert get(client, token).json()["user"] == "alice"  # documented: only saves and deletes invalidate
+    identity = ExternalIdentity.objects.get(subject="alice-sub")
+    identity.save()
+    assert get(client, token).json()["user"] == "bob"
+    identity.delete()
+    assert get(client, token).status_code == 401
+
+
+def test_stamp_written_by_another_process_invalidates(client: Any, alice: Any,
+                                                      mint: Callable[..., str]) -> None:
+    """Another process saved the user: only the shared stamp tells this one."""
+    from django.contrib.auth import get_user_model
+
+    from django_apiauth.oauth2 import denylist
+
+    token = mint()
+    assert get(client, token).status_code == 200
+    get_user_model().objects.filter(pk=alice.pk).update(is_active=False)  # no signal here
+    denylist.cache().set(f"apiauth:jwt:user-stamp:{alice.pk}", "from-elsewhere", None)
+    assert get(client, token).status_code == 401
+
+
+def test_verified_token_cache_still_checks_expiry(client: Any, alice: Any, mint: Callable[..., str],
+                                                  audit_rows: Callable[..., list[Any]]) -> None:
+    from freezegun import freeze_time
+
+    now = int(time.time())
+    token = mint(iat=now, exp=now + 60)
+    assert get(client, token).status_code == 200
+    with freeze_time(timezone.now() + timedelta(seconds=60 + 31)):
+        response = get(client, token)
+    assert response.status_code == 401
+    assert audit_rows()[-1].reason == "expired"

@@ -19,10 +19,12 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 import requests
+from django.conf import settings
 from django.contrib.auth import SESSION_KEY, get_user_model
 from django.contrib.sessions.backends.db import SessionStore
 from django.core.cache import cache
 from django.core.management import CommandError, call_command
+from django.shortcuts import resolve_url
 from oauth2_provider.models import get_application_model
 
 from django_apiauth.models import AuditEvent, ExternalIdentity
@@ -100,8 +102,9 @@ def to_callback(browser: requests.Session, setup: Setup, next_url: str | None = 
     authorize = start.headers["Location"]
     assert authorize.startswith(f"{setup.issuer}/authorize/?")
     response = browser.get(authorize, allow_redirects=False, timeout=10)
-    if response.headers["Location"].startswith(f"{setup.op_base}/admin/login/") or \
-            response.headers["Location"].startswith("/admin/login/"):
+    # The OP sends an anonymous browser to its sign-in page (settings.LOGIN_URL).
+    login_path = resolve_url(settings.LOGIN_URL)
+    if response.headers["Location"].startswith((f"{setup.op_base}{login_path}", login_path)):
         login_url = response.headers["Location"]
         if login_url.startswith("/"):
             login_url = setup.op_base + login_url
@@ -197,17 +200,24 @@ def test_code_replay_against_the_example_op_is_refused(dot: Setup) -> None:
 
 
 def test_op_error_redirect_is_refused(dot: Setup) -> None:
-    """The OP refuses a scope it does not know and says so in the redirect: shown, audited."""
+    """The OP refuses a scope it does not know and redirects back with an error.
+
+    The example OP advertises ``authorization_response_iss_parameter_supported``
+    (its RFC 9700 gate is on) but leaves ``iss`` out of error redirects, which
+    RFC 9207 §2 requires in error responses too: the RP cannot tell which
+    provider sent the error and refuses it as ``untrusted_issuer`` (no session).
+    """
     OidcProvider.objects.filter(pk=dot.provider.pk).update(scopes="openid no-such-scope")
     with requests.Session() as browser:
         callback = to_callback(browser, dot)
-        assert parse_qs(urlsplit(callback).query)["error"] == ["invalid_scope"]
+        query = parse_qs(urlsplit(callback).query)
+        assert query["error"] == ["invalid_scope"]
+        assert "iss" not in query
         refused = browser.get(callback, allow_redirects=False, timeout=10)
         assert refused.status_code == 403
-        assert "invalid_scope" in refused.text
         assert rp_session_user(browser) is None
     row = AuditEvent.objects.get(event="sso_login")
-    assert (row.outcome, row.reason, row.detail["error"]) == ("failure", "provider_error", "invalid_scope")
+    assert (row.outcome, row.reason, row.detail["problem"]) == ("failure", "untrusted_issuer", "iss missing")
 
 
 def test_discovery_issuer_mismatch_at_the_example_op(dot: Setup) -> None:

@@ -17,6 +17,10 @@ from django_apiauth.app_settings import app_settings
 from django_apiauth.core import crypto, lifecycle
 from django_apiauth.models import ApiKey, HmacSecret
 
+#: The demo's OAuth 2.0 machine client (client-credentials grant) and its service user.
+OAUTH_CLIENT_NAME = "demo machine client"
+OAUTH_SERVICE_USER = "demo-service"
+
 #: The example project's virtualenv python, as `make demo` creates it (run from the repository root).
 SIGN = ".venv/bin/python -m django_apiauth.sign"
 
@@ -88,6 +92,41 @@ class Command(BaseCommand):
         out(f"{signed} --secret {shlex.quote(wrong)} {base_url}/api/whoami/")
         out("# 200: prints the signed request as a curl command: run that within 300 s, once")
         out(f"{signed} --secret {shlex.quote(hmac_secret)} --curl {base_url}/api/whoami/")
+        client_id, client_secret = self.oauth_client()
+        token_url = f"{base_url}/o/token/"
+        form = (f"grant_type=client_credentials&client_id={client_id}&client_secret={client_secret}"
+                "&scope=whoami:read")
+        get_token = (f"curl -s -H 'Content-Type: application/x-www-form-urlencoded' "
+                     f"-d {shlex.quote(form)} {token_url}")
+        out(f"OAuth 2.0 client (client credentials, acts as user {OAUTH_SERVICE_USER}): "
+            f"client_id {client_id}, client_secret (shown once): {client_secret}")
+        out("# 200: an access token (an RFC 9068 JWT, 15 minutes) by the client-credentials grant")
+        out(get_token)
+        out("# 200: who am I, with that token (verified offline: no database query, no call to /o/)")
+        extract = "python3 -c 'import json,sys; print(json.load(sys.stdin)[\"access_token\"])'"
+        out(f"TOKEN=$({get_token} | {extract})"
+            f" && curl -s -H \"Authorization: Bearer $TOKEN\" {base_url}/api/whoami/")
         out("# the audit trail of those calls")
         out("python example_project/manage.py audit_log --since 1h")
         out("")
+
+    def oauth_client(self) -> tuple[str, str]:
+        """The demo's confidential client-credentials application, with a new secret each run."""
+        from oauth2_provider.models import get_application_model
+
+        Application = get_application_model()
+        User = get_user_model()
+        service, _ = User.objects.get_or_create(username=OAUTH_SERVICE_USER)
+        service.is_active = True
+        service.set_unusable_password()
+        service.save()
+        secret = secrets.token_urlsafe(32)
+        application = Application.objects.filter(name=OAUTH_CLIENT_NAME).first()
+        if application is None:
+            application = Application(name=OAUTH_CLIENT_NAME)
+        application.user = service
+        application.client_type = Application.CLIENT_CONFIDENTIAL
+        application.authorization_grant_type = Application.GRANT_CLIENT_CREDENTIALS
+        application.client_secret = secret  # hashed by DOT on save
+        application.save()
+        return application.client_id, secret
