@@ -197,7 +197,7 @@ def overview(request: HttpRequest) -> HttpResponse:
         return local.strftime("%m-%d") if day_buckets else local.strftime("%H:%M")
 
     def bucket_tooltip(bucket: Any) -> str:
-        return f"{_fmt(bucket.start)} – {_fmt(bucket.end)}"
+        return f"{_fmt(bucket.start)} to {_fmt(bucket.end)}"
 
     def bucket_href(bucket: Any) -> str:
         local = "%Y-%m-%dT%H:%M:%S"

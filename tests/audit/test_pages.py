@@ -130,7 +130,8 @@ def test_overview_never_counts_the_whole_table(staff_client: Client, make_event:
 # -- list, filters, paging ------------------------------------------------------------
 
 
-def test_list_filters(staff_client: Client, make_event: Callable[..., Any], make_user: Callable[..., Any]) -> None:
+def test_list_filters(staff_client: Client, make_event: Callable[..., Any],
+                      make_user: Callable[..., Any]) -> None:
     bob = make_user("bob")
     make_event(outcome="success", reason="ok", scheme="hmac", credential_id="hk_1", user=bob, username="bob",
                ip="10.1.1.1", path="/api/orders/")
@@ -167,8 +168,9 @@ def test_list_time_range(staff_client: Client, make_event: Callable[..., Any]) -
     hour = staff_client.get(EVENTS, {"range": "1h"}).context["rows"]
     assert hour == []
     since = (AuditEvent.objects.get(credential_id="old").at - timedelta(minutes=1))
-    explicit = staff_client.get(EVENTS, {"since": since.strftime("%Y-%m-%dT%H:%M:%S"),
-                                          "until": (since + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%S")})
+    fmt = "%Y-%m-%dT%H:%M:%S"
+    explicit = staff_client.get(EVENTS, {"since": since.strftime(fmt),
+                                          "until": (since + timedelta(hours=1)).strftime(fmt)})
     assert [r["credential_id"] for r in explicit.context["rows"]] == ["old"]
 
 
