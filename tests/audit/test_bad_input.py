@@ -60,7 +60,7 @@ def test_bad_filter_is_400(raising_client: Client, param: str, value: str, url: 
 @pytest.mark.parametrize(("param", "value"), [
     ("q", "'"), ("q", "%"), ("q", "%%%"), ("q", "_"), ("q", "\\"), ("q", "' OR 1=1 --"),
     ("user", "' OR '1'='1"), ("user", "%"), ("credential", "' OR 1=1 --"), ("credential", "%"),
-    ("reason", "x"), ("scheme", "nope"), ("ip", "::1"), ("ip", "0.0.0.0")  # noqa: S104,
+    ("reason", "x"), ("scheme", "nope"), ("ip", "::1"), ("ip", "0.0.0.0"),  # noqa: S104
     ("since", "2999-01-01T00:00"), ("since", "1970-01-01T00:00"), ("range", ""),
     ("before", "0-0"), ("before", "99999999999999999-9223372036854775807"),
     ("after", "99999999999999999-9223372036854775807"), ("unknown", "ignored"),
