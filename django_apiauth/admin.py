@@ -208,7 +208,8 @@ class CredentialAdmin(admin.ModelAdmin):
     action_confirmation_template: ClassVar[str | None] = None
 
     form = CredentialAdminForm
-    list_display = ("name", "owner", "state_display", "scopes", "expires_at", "last_used_at")
+    list_display = ("name", "owner", "state_display", "scopes", "expires_at", "last_used_at",
+                    "audit_timeline_column")
     list_filter = (CredentialStateFilter, ("owner", admin.RelatedOnlyFieldListFilter))
     list_select_related = ("owner",)
     raw_id_fields = ("owner",)
@@ -257,7 +258,10 @@ class CredentialAdmin(admin.ModelAdmin):
                 "created_at", "not_before", "expires_at", "revoked_at", "revoked_reason",
                 "rotated_from", "successors_display",
             )}),
-            (_("Usage"), {"fields": ("last_used_at", "last_used_ip", "audit_events_link")}),
+            (_("Usage"), {"fields": (
+                "last_used_at", "last_used_ip", "audit_events_link", "audit_timeline_link",
+                "owner_timeline_link",
+            )}),
         ]
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Sequence[str]:
@@ -289,6 +293,33 @@ class CredentialAdmin(admin.ModelAdmin):
             return self.get_empty_value_display()
         query = urlencode({"credential_id": obj.public_id})
         return format_html('<a href="{}?{}">{}</a>', url, query, gettext("View audit events"))
+
+    # Links into the audit console (/auth/audit/), when the project mounts it.
+
+    @admin.display(description=_("audit timeline"))
+    def audit_timeline_link(self, obj: AbstractCredential) -> SafeString | str:
+        url = _audit_console_url("credential", obj.public_id)
+        if not url:
+            return self.get_empty_value_display()
+        return format_html('<a href="{}">{}</a>', url, gettext("Timeline in the audit console"))
+
+    @admin.display(description=_("timeline"))
+    def audit_timeline_column(self, obj: AbstractCredential) -> SafeString | str:
+        url = _audit_console_url("credential", obj.public_id)
+        if not url:
+            return self.get_empty_value_display()
+        return format_html('<a href="{}">{}</a>', url, gettext("timeline"))
+
+    @admin.display(description=_("owner's timeline"))
+    def owner_timeline_link(self, obj: AbstractCredential) -> SafeString | str:
+        url = _audit_console_url("user", obj.owner_id)
+        if not url:
+            return self.get_empty_value_display()
+        return format_html(
+            '<a href="{}">{}</a>', url,
+            gettext("Events and credentials of %(owner)s (kill switch)") % {
+                "owner": obj.owner.get_username()},
+        )
 
     def _change_url(self, obj: Any) -> str:
         opts = obj._meta
@@ -511,6 +542,16 @@ class CredentialAdmin(admin.ModelAdmin):
             self.message_user(request, format_html(
                 gettext("Skipped “{name}”: {why}."), name=str(credential), why=reason,
             ), messages.WARNING)
+
+
+def _audit_console_url(page: str, arg: Any) -> str:
+    """A page of the audit console, or ``""`` if the project did not mount ``django_apiauth.urls``."""
+    if page == "credential" and "/" in str(arg):
+        return ""
+    try:
+        return reverse(f"django_apiauth:audit:{page}", args=[arg])
+    except NoReverseMatch:
+        return ""
 
 
 def _format_datetime(value: datetime | None) -> str:
@@ -1398,9 +1439,21 @@ class AuditEventAdmin(admin.ModelAdmin):
     change_list_template = "django_apiauth/admin/auditevent_change_list.html"
     fields = (
         "at", "event", "scheme", "outcome", "reason", "user", "username", "credential_id", "ip",
-        "user_agent", "method", "path", "request_id", "detail",
+        "user_agent", "method", "path", "request_id", "detail", "console_links",
     )
     readonly_fields = fields
+
+    @admin.display(description=_("audit console"))
+    def console_links(self, obj: AuditEvent) -> SafeString | str:
+        links = [(url, label) for url, label in (
+            (_audit_console_url("event", obj.pk), gettext("this event")),
+            (_audit_console_url("credential", obj.credential_id) if obj.credential_id else "",
+             gettext("credential timeline")),
+            (_audit_console_url("user", obj.user_id) if obj.user_id else "", gettext("user timeline")),
+        ) if url]
+        if not links:
+            return self.get_empty_value_display()
+        return format_html_join(" · ", '<a href="{}">{}</a>', links)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

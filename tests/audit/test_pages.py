@@ -311,3 +311,19 @@ def test_user_timeline_of_a_deleted_user(staff_client: Client, make_event: Calla
     assert response.status_code == 200
     assert [r["username"] for r in response.context["rows"]] == ["ghost"]
     assert staff_client.get(f"/auth/audit/user/{10**30}/").status_code == 404
+
+
+# -- links from the admin -------------------------------------------------------------
+
+
+def test_admin_links_to_the_timelines(admin_client_: Client, api_key: tuple[Any, str], user: Any) -> None:
+    key, _secret = api_key
+    change = admin_client_.get(f"/admin/django_apiauth/apikey/{key.pk}/change/").content.decode()
+    assert f'href="/auth/audit/credential/{key.lookup_id}/"' in change
+    assert f'href="/auth/audit/user/{user.pk}/"' in change
+    listing = admin_client_.get("/admin/django_apiauth/apikey/").content.decode()
+    assert f'href="/auth/audit/credential/{key.lookup_id}/"' in listing
+    event = AuditEvent.objects.get(credential_id=key.lookup_id)
+    detail = admin_client_.get(f"/admin/django_apiauth/auditevent/{event.pk}/change/").content.decode()
+    assert f'href="/auth/audit/events/{event.pk}/"' in detail
+    assert f'href="/auth/audit/user/{user.pk}/"' in detail
