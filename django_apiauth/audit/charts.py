@@ -58,12 +58,23 @@ def _short(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def nice_ceiling(peak: int) -> int:
+    """The smallest 4 x (1, 2 or 5 x 10^k) at or above ``peak``: whole, round grid lines."""
+    step = 1
+    while step * 4 < peak:
+        for factor in (2, 2.5, 2):  # 1 → 2 → 5 → 10 → 20 → 50 → …
+            step = int(step * factor)
+            if step * 4 >= peak:
+                break
+    return step * 4
+
+
 def time_chart(columns: Sequence[Column], *, title: str, chart_id: str) -> SafeString:
     """Stacked columns over time: successes (blue) under failures (red)."""
     width, height = 760, 240
     left, right, top, bottom = 48, 10, 28, 34
     plot_w, plot_h = width - left - right, height - top - bottom
-    peak = max((c.success + c.failure for c in columns), default=0) or 1
+    peak = nice_ceiling(max((c.success + c.failure for c in columns), default=0))
     slot = plot_w / max(len(columns), 1)
     bar_w = max(slot * 0.8, 1.0)
     parts: list[SafeString] = []
@@ -74,7 +85,7 @@ def time_chart(columns: Sequence[Column], *, title: str, chart_id: str) -> SafeS
             '<line x1="{}" x2="{}" y1="{}" y2="{}" stroke="currentColor" stroke-opacity="0.15"/>'
             '<text x="{}" y="{}" text-anchor="end" {}>{}</text>',
             left, width - right, _f(y), _f(y), left - 6, _f(y + 4), mark_safe(_FONT),  # noqa: S308
-            f"{value:.0f}" if peak >= 4 or value == int(value) else f"{value:.1f}",
+            f"{value:g}",
         ))
     label_every = max(len(columns) // 8, 1)
     for i, column in enumerate(columns):
@@ -119,18 +130,19 @@ def time_chart(columns: Sequence[Column], *, title: str, chart_id: str) -> SafeS
 
 
 def bar_chart(bars: Sequence[Bar], *, title: str, chart_id: str, empty: str,
-              label_chars: int = 40) -> SafeString:
+              label_chars: int = 26) -> SafeString:
     """Horizontal bars with their labels and values (top N lists)."""
-    width, row_h, label_w = 760, 24, 300
+    width, row_h, label_w = 460, 22, 170
     height = max(len(bars), 1) * row_h + 12
     if not bars:
         return format_html(
             '<svg xmlns="http://www.w3.org/2000/svg" id="{}" class="apiauth-chart" role="img" '
-            'viewBox="0 0 {} 36" width="100%" aria-label="{}"><text x="0" y="22" {}>{}</text></svg>',
-            chart_id, width, title, mark_safe(_FONT), empty,  # noqa: S308
+            'viewBox="0 0 {} 36" width="100%" style="max-width: {}px" aria-label="{}">'
+            '<text x="0" y="22" {}>{}</text></svg>',
+            chart_id, width, width, title, mark_safe(_FONT), empty,  # noqa: S308
         )
     peak = max(b.value for b in bars) or 1
-    bar_space = width - label_w - 70
+    bar_space = width - label_w - 50
     rows: list[SafeString] = []
     for i, bar in enumerate(bars):
         y = 6 + i * row_h
@@ -154,8 +166,9 @@ def bar_chart(bars: Sequence[Bar], *, title: str, chart_id: str, empty: str,
         ))
     return format_html(
         '<svg xmlns="http://www.w3.org/2000/svg" id="{}" class="apiauth-chart" role="img" '
-        'viewBox="0 0 {} {}" width="100%" preserveAspectRatio="xMinYMin meet" aria-label="{}">{}</svg>',
-        chart_id, width, height, title, _join(rows),
+        'viewBox="0 0 {} {}" width="100%" style="max-width: {}px" preserveAspectRatio="xMinYMin meet" '
+        'aria-label="{}">{}</svg>',
+        chart_id, width, height, width, title, _join(rows),
     )
 
 

@@ -44,6 +44,7 @@ RANGES: dict[str, timedelta | None] = {
 RANGE_CHOICES = [
     ("1h", _("last hour")), ("24h", _("last 24 hours")), ("7d", _("last 7 days")),
     ("30d", _("last 30 days")), ("90d", _("last 90 days")), ("all", _("all time")),
+    ("", _("custom: From / Until")),
 ]
 DEFAULT_LIST_RANGE = "7d"
 
@@ -158,6 +159,11 @@ class AuditFilterForm(forms.Form):
     def __init__(self, data: Any = None, *, default_range: str = DEFAULT_LIST_RANGE,
                  **kwargs: Any) -> None:
         self.default_range = default_range
+        if data is not None and not any(data.get(name) for name in ("range", "since", "until")):
+            # Show (and link to) the range that applies, not the select's first option.
+            data = data.copy()
+            identity = data.get("credential") or data.get("user")
+            data["range"] = "all" if identity else default_range
         super().__init__(data, **kwargs)
 
     def clean(self) -> dict[str, Any]:

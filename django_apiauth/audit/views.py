@@ -173,6 +173,12 @@ class OverviewForm(forms.Form):
                  ("30d", _("last 30 days"))],
     )
 
+    def __init__(self, data: Any) -> None:
+        if not data.get("range"):  # show the range that applies, not the first option
+            data = data.copy()
+            data["range"] = queries.DEFAULT_OVERVIEW_RANGE
+        super().__init__(data)
+
 
 @require_safe
 @audit_staff_required
