@@ -518,11 +518,17 @@ def credential_overview(request: HttpRequest) -> HttpResponse:
             for section in sections
         ]
 
+    expiring = present(credentials.expiring(models, expiring_days, now))
+    unused = present(credentials.unused(models, unused_days, now))
+    used_after_grace = present(credentials.used_after_grace(models, grace_days, now))
+
+    def empty(sections: list[dict[str, Any]]) -> bool:
+        return not any(section["entries"] for section in sections)
+
     return render(request, "django_apiauth/audit/credentials.html", _context(
         request, title, form=form,
         expiring_days=expiring_days, unused_days=unused_days, grace_days=grace_days,
-        expiring=present(credentials.expiring(models, expiring_days, now)),
-        unused=present(credentials.unused(models, unused_days, now)),
-        used_after_grace=present(credentials.used_after_grace(models, grace_days, now)),
+        expiring=expiring, unused=unused, used_after_grace=used_after_grace,
+        expiring_empty=empty(expiring), unused_empty=empty(unused), grace_empty=empty(used_after_grace),
         action_checkbox_name=helpers.ACTION_CHECKBOX_NAME,
     ))

@@ -91,3 +91,8 @@ def test_only_kinds_the_user_may_view(staff_client: Client, user: Any) -> None:
     response = staff_client.get(URL)  # audit permission only: no credential kind to view
     assert response.status_code == 200
     assert response.context["expiring"] == []
+
+
+def test_empty_lists_say_so(admin_client_: Client) -> None:
+    html = admin_client_.get(URL).content.decode()
+    assert html.count("apiauth-none") == 3
