@@ -162,8 +162,7 @@ class AuditFilterForm(forms.Form):
         if data is not None and not any(data.get(name) for name in ("range", "since", "until")):
             # Show (and link to) the range that applies, not the select's first option.
             data = data.copy()
-            identity = data.get("credential") or data.get("user")
-            data["range"] = "all" if identity else default_range
+            data["range"] = "all" if _indexed_identity(data) else default_range
         super().__init__(data, **kwargs)
 
     def clean(self) -> dict[str, Any]:
@@ -179,8 +178,8 @@ class AuditFilterForm(forms.Form):
 
     @property
     def identity_filter(self) -> bool:
-        """A credential or user filter: served by its own index, no window needed."""
-        return bool(self.cleaned_data.get("credential") or self.cleaned_data.get("user"))
+        """A credential or (existing) user filter: served by its own index, no window needed."""
+        return _indexed_identity(self.cleaned_data)
 
     def window(self, now: datetime | None = None) -> tuple[datetime | None, datetime | None]:
         """``(since, until)``: explicit dates win; else the preset (or the default)."""
@@ -229,6 +228,20 @@ class AuditFilterForm(forms.Form):
                 value = timezone.localtime(value).strftime("%Y-%m-%dT%H:%M:%S")
             items.append((name, str(value)))
         return items
+
+
+def _indexed_identity(data: Any) -> bool:
+    """A credential filter, or a user filter naming an existing user (the indexed ``user``
+    column; a deleted user's rows are found by the unindexed ``username``, so they keep
+    the default window)."""
+    if data.get("credential"):
+        return True
+    username = data.get("user")
+    if not username or not isinstance(username, str) or len(username) > 150 or _UNSAFE_RE.search(username):
+        return False
+    user_model = get_user_model()
+    return bool(user_model._default_manager.filter(**{user_model.USERNAME_FIELD: username.strip()})
+                .exists())
 
 
 def user_condition(username: str) -> Q:

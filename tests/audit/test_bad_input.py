@@ -46,12 +46,15 @@ BAD_FILTERS = [
 ]
 
 
-@pytest.mark.parametrize(("param", "value"), BAD_FILTERS)
-@pytest.mark.parametrize("url", [EVENTS, "/auth/audit/export/csv/", "/auth/audit/export/jsonl/",
-                                 "/auth/audit/credential/abc/", "/auth/audit/user/1/"])
+@pytest.mark.parametrize(("url", "param", "value"), [
+    (url, param, value)
+    for url in (EVENTS, "/auth/audit/export/csv/", "/auth/audit/export/jsonl/",
+                "/auth/audit/credential/abc/", "/auth/audit/user/1/")
+    for param, value in BAD_FILTERS
+    # the credential timeline takes its credential from the path, not the query
+    if not (url.startswith("/auth/audit/credential/") and param == "credential")
+])
 def test_bad_filter_is_400(raising_client: Client, param: str, value: str, url: str) -> None:
-    if url.startswith("/auth/audit/credential/") and param == "credential":
-        pytest.skip("the credential timeline takes its credential from the path")
     response = raising_client.get(url, {param: value})
     assert response.status_code == 400, (param, value, response.status_code)
     assert not isinstance(response, StreamingHttpResponse)

@@ -327,3 +327,13 @@ def test_admin_links_to_the_timelines(admin_client_: Client, api_key: tuple[Any,
     detail = admin_client_.get(f"/admin/django_apiauth/auditevent/{event.pk}/change/").content.decode()
     assert f'href="/auth/audit/events/{event.pk}/"' in detail
     assert f'href="/auth/audit/user/{user.pk}/"' in detail
+
+
+def test_user_filter_window(staff_client: Client, make_event: Callable[..., Any], user: Any) -> None:
+    """An existing user is found through the (user, at) index over all time; a deleted user's
+    rows (unindexed ``username``) keep the default window unless a range is chosen."""
+    make_event(user=user, username="alice", ago=timedelta(days=100))
+    make_event(user_id=999, username="ghost", ago=timedelta(days=100))
+    assert len(staff_client.get(EVENTS, {"user": "alice"}).context["rows"]) == 1
+    assert staff_client.get(EVENTS, {"user": "ghost"}).context["rows"] == []
+    assert len(staff_client.get(EVENTS, {"user": "ghost", "range": "all"}).context["rows"]) == 1
