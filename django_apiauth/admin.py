@@ -213,7 +213,7 @@ class CredentialAdmin(admin.ModelAdmin):
     list_filter = (CredentialStateFilter, ("owner", admin.RelatedOnlyFieldListFilter))
     list_select_related = ("owner",)
     raw_id_fields = ("owner",)
-    actions = ("rotate_selected", "revoke_selected")
+    actions = ("rotate_selected", "revoke_selected", "revoke_owners_credentials")
 
     # -- list -----------------------------------------------------------------
 
@@ -481,6 +481,39 @@ class CredentialAdmin(admin.ModelAdmin):
             self.message_user(request, ngettext(
                 "Revoked %(count)d %(name)s.", "Revoked %(count)d %(plural)s.", len(revoked),
             ) % self._names(len(revoked)), messages.SUCCESS)
+        return None
+
+    def has_kill_switch_permission(self, request: HttpRequest) -> bool:
+        from .audit.killswitch import can_revoke_all
+
+        return can_revoke_all(request.user)
+
+    @admin.action(description=_("Kill switch: revoke every credential of the owners…"),
+                  permissions=["kill_switch"])
+    def revoke_owners_credentials(self, request: HttpRequest, queryset: QuerySet[Any]) -> HttpResponse | None:
+        """The per-user kill switch (:mod:`django_apiauth.audit.killswitch`) for the owners
+        of the selected credentials: all their credentials, of every kind."""
+        from .audit.killswitch import revoke_all_for_user
+
+        owners = list(get_user_model()._default_manager.filter(
+            pk__in=list(queryset.values_list("owner_id", flat=True))).order_by("pk"))
+        form = RevokeForm(request.POST if request.POST.get("confirm") else None)
+        if not form.is_bound or not form.is_valid():
+            return self.render_action_confirmation(
+                request, queryset, form, action="revoke_owners_credentials",
+                title=gettext("Revoke every credential of their owners"),
+                intro=gettext(
+                    "Every unrevoked credential of every kind (API keys, signature keys, client "
+                    "certificates, …) of these users is revoked at once and for good: %(users)s."
+                ) % {"users": ", ".join(owner.get_username() for owner in owners)},
+                submit_label=gettext("Revoke all their credentials"),
+            )
+        for owner in owners:
+            result = revoke_all_for_user(owner, reason=form.cleaned_data["reason"], actor=request.user,
+                                         via="admin")
+            self.message_user(request, gettext("Revoked %(count)d credentials of %(user)s.") % {
+                "count": len(result.revoked), "user": owner.get_username(),
+            }, messages.SUCCESS)
         return None
 
     def render_action_confirmation(

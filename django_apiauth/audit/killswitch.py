@@ -41,6 +41,15 @@ class KillSwitchResult:
         }
 
 
+def can_revoke_all(user: Any) -> bool:
+    """The kill switch needs the change permission (what revoking needs in the admin)
+    of every credential model."""
+    return all(
+        user.has_perm(f"{m._meta.app_label}.change_{m._meta.model_name}")
+        for m in registry.credential_models().values()
+    )
+
+
 def live_credentials(user: Any) -> list[AbstractCredential]:
     """Every unrevoked credential of ``user``, every kind (expired ones included:
     revoking them stops them from ever being extended or counted as live)."""

@@ -423,21 +423,13 @@ def user_timeline(request: HttpRequest, pk: int) -> HttpResponse:
         request, title, form=form, timeline="user", subject=subject, subject_pk=pk,
         subject_name=inert(name),
         owned=[credential_facts(c, request.user) for c in owned],
-        can_kill=subject is not None and bool(owned) and _can_revoke_all(request.user),
+        can_kill=subject is not None and bool(owned) and killswitch.can_revoke_all(request.user),
         kill_url=reverse("django_apiauth:audit:revoke_all", args=[pk]),
         **_paged(request, form, AuditEvent.objects.filter(user_id=pk)),
     ))
 
 
 # -- kill switch -----------------------------------------------------------------
-
-
-def _can_revoke_all(user: Any) -> bool:
-    """Revoking is the admin's change permission, needed for every credential kind."""
-    return all(
-        user.has_perm(f"{m._meta.app_label}.change_{m._meta.model_name}")
-        for m in registry.credential_models().values()
-    )
 
 
 class KillSwitchForm(forms.Form):
@@ -448,7 +440,7 @@ class KillSwitchForm(forms.Form):
 @audit_staff_required
 def revoke_all(request: HttpRequest, pk: int) -> HttpResponse:
     """POST (CSRF-protected): revoke every credential of the user, audited."""
-    if not _can_revoke_all(request.user):
+    if not killswitch.can_revoke_all(request.user):
         raise PermissionDenied
     subject = get_user_model()._default_manager.filter(pk=_pk(pk)).first()
     if subject is None:

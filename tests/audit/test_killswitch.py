@@ -205,3 +205,43 @@ def test_command_text_and_idempotence(user: Any, credentials_of: dict[str, Any])
 def test_command_errors(user: Any, args: list[str], message: str) -> None:
     with pytest.raises(CommandError, match=message):
         call_command("revoke_user_credentials", *args, stdout=StringIO(), stderr=StringIO())
+
+
+# -- the admin action -------------------------------------------------------------------
+
+
+def test_admin_action_revokes_every_credential_of_the_owners(
+    superuser: Any, user: Any, credentials_of: dict[str, Any],
+) -> None:
+    client = Client()
+    client.force_login(superuser)
+    url = "/admin/django_apiauth/hmacsecret/"
+    selected = {"action": "revoke_owners_credentials", "index": "0",
+                "_selected_action": [str(credentials_of["hmac"].pk)]}
+    confirm = client.post(url, selected)
+    assert confirm.status_code == 200
+    assert "alice" in confirm.content.decode()
+    assert credentials_of["key"].__class__.objects.get(pk=credentials_of["key"].pk).revoked_at is None
+    done = client.post(url, {**selected, "confirm": "yes", "reason": "offboarded"}, follow=True)
+    assert "Revoked 3 credentials of alice." in done.content.decode()
+    for name in ("key", "hmac", "cert"):
+        credentials_of[name].refresh_from_db()
+        assert credentials_of[name].revoked_reason == "offboarded"
+    credentials_of["other"].refresh_from_db()
+    assert credentials_of["other"].revoked_at is None
+    assert AuditEvent.objects.get(event=EVENT).detail["via"] == "admin"
+
+
+def test_admin_action_needs_change_permission_on_every_kind(staff: Any) -> None:
+    from django.contrib import admin as django_admin
+    from django.test import RequestFactory
+
+    from django_apiauth.admin import ApiKeyAdmin
+
+    staff.user_permissions.add(*Permission.objects.filter(codename__in=["view_apikey", "change_apikey"]))
+    staff = type(staff).objects.get(pk=staff.pk)  # fresh permission cache
+    request = RequestFactory().get("/")
+    request.user = staff
+    actions = dict(ApiKeyAdmin(ApiKey, django_admin.site).get_action_choices(request))
+    assert "revoke_selected" in actions
+    assert "revoke_owners_credentials" not in actions
