@@ -208,11 +208,12 @@ class CredentialAdmin(admin.ModelAdmin):
     action_confirmation_template: ClassVar[str | None] = None
 
     form = CredentialAdminForm
-    list_display = ("name", "owner", "state_display", "scopes", "expires_at", "last_used_at")
+    list_display = ("name", "owner", "state_display", "scopes", "expires_at", "last_used_at",
+                    "audit_timeline_column")
     list_filter = (CredentialStateFilter, ("owner", admin.RelatedOnlyFieldListFilter))
     list_select_related = ("owner",)
     raw_id_fields = ("owner",)
-    actions = ("rotate_selected", "revoke_selected")
+    actions = ("rotate_selected", "revoke_selected", "revoke_owners_credentials")
 
     # -- list -----------------------------------------------------------------
 
@@ -257,7 +258,10 @@ class CredentialAdmin(admin.ModelAdmin):
                 "created_at", "not_before", "expires_at", "revoked_at", "revoked_reason",
                 "rotated_from", "successors_display",
             )}),
-            (_("Usage"), {"fields": ("last_used_at", "last_used_ip", "audit_events_link")}),
+            (_("Usage"), {"fields": (
+                "last_used_at", "last_used_ip", "audit_events_link", "audit_timeline_link",
+                "owner_timeline_link",
+            )}),
         ]
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Sequence[str]:
@@ -289,6 +293,33 @@ class CredentialAdmin(admin.ModelAdmin):
             return self.get_empty_value_display()
         query = urlencode({"credential_id": obj.public_id})
         return format_html('<a href="{}?{}">{}</a>', url, query, gettext("View audit events"))
+
+    # Links into the audit console (/auth/audit/), when the project mounts it.
+
+    @admin.display(description=_("audit timeline"))
+    def audit_timeline_link(self, obj: AbstractCredential) -> SafeString | str:
+        url = _audit_console_url("credential", obj.public_id)
+        if not url:
+            return self.get_empty_value_display()
+        return format_html('<a href="{}">{}</a>', url, gettext("Timeline in the audit console"))
+
+    @admin.display(description=_("timeline"))
+    def audit_timeline_column(self, obj: AbstractCredential) -> SafeString | str:
+        url = _audit_console_url("credential", obj.public_id)
+        if not url:
+            return self.get_empty_value_display()
+        return format_html('<a href="{}">{}</a>', url, gettext("timeline"))
+
+    @admin.display(description=_("owner's timeline"))
+    def owner_timeline_link(self, obj: AbstractCredential) -> SafeString | str:
+        url = _audit_console_url("user", obj.owner_id)
+        if not url:
+            return self.get_empty_value_display()
+        return format_html(
+            '<a href="{}">{}</a>', url,
+            gettext("Events and credentials of %(owner)s (kill switch)") % {
+                "owner": obj.owner.get_username()},
+        )
 
     def _change_url(self, obj: Any) -> str:
         opts = obj._meta
@@ -452,6 +483,39 @@ class CredentialAdmin(admin.ModelAdmin):
             ) % self._names(len(revoked)), messages.SUCCESS)
         return None
 
+    def has_kill_switch_permission(self, request: HttpRequest) -> bool:
+        from .audit.killswitch import can_revoke_all
+
+        return can_revoke_all(request.user)
+
+    @admin.action(description=_("Kill switch: revoke every credential of the owners…"),
+                  permissions=["kill_switch"])
+    def revoke_owners_credentials(self, request: HttpRequest, queryset: QuerySet[Any]) -> HttpResponse | None:
+        """The per-user kill switch (:mod:`django_apiauth.audit.killswitch`) for the owners
+        of the selected credentials: all their credentials, of every kind."""
+        from .audit.killswitch import revoke_all_for_user
+
+        owners = list(get_user_model()._default_manager.filter(
+            pk__in=list(queryset.values_list("owner_id", flat=True))).order_by("pk"))
+        form = RevokeForm(request.POST if request.POST.get("confirm") else None)
+        if not form.is_bound or not form.is_valid():
+            return self.render_action_confirmation(
+                request, queryset, form, action="revoke_owners_credentials",
+                title=gettext("Revoke every credential of their owners"),
+                intro=gettext(
+                    "Every unrevoked credential of every kind (API keys, signature keys, client "
+                    "certificates, …) of these users is revoked at once and for good: %(users)s."
+                ) % {"users": ", ".join(owner.get_username() for owner in owners)},
+                submit_label=gettext("Revoke all their credentials"),
+            )
+        for owner in owners:
+            result = revoke_all_for_user(owner, reason=form.cleaned_data["reason"], actor=request.user,
+                                         via="admin")
+            self.message_user(request, gettext("Revoked %(count)d credentials of %(user)s.") % {
+                "count": len(result.revoked), "user": owner.get_username(),
+            }, messages.SUCCESS)
+        return None
+
     def render_action_confirmation(
         self, request: HttpRequest, queryset: QuerySet[Any], form: forms.Form, *, action: str,
         title: str, intro: str, submit_label: str,
@@ -511,6 +575,16 @@ class CredentialAdmin(admin.ModelAdmin):
             self.message_user(request, format_html(
                 gettext("Skipped “{name}”: {why}."), name=str(credential), why=reason,
             ), messages.WARNING)
+
+
+def _audit_console_url(page: str, arg: Any) -> str:
+    """A page of the audit console, or ``""`` if the project did not mount ``django_apiauth.urls``."""
+    if page == "credential" and "/" in str(arg):
+        return ""
+    try:
+        return reverse(f"django_apiauth:audit:{page}", args=[arg])
+    except NoReverseMatch:
+        return ""
 
 
 def _format_datetime(value: datetime | None) -> str:
@@ -1398,9 +1472,21 @@ class AuditEventAdmin(admin.ModelAdmin):
     change_list_template = "django_apiauth/admin/auditevent_change_list.html"
     fields = (
         "at", "event", "scheme", "outcome", "reason", "user", "username", "credential_id", "ip",
-        "user_agent", "method", "path", "request_id", "detail",
+        "user_agent", "method", "path", "request_id", "detail", "console_links",
     )
     readonly_fields = fields
+
+    @admin.display(description=_("audit console"))
+    def console_links(self, obj: AuditEvent) -> SafeString | str:
+        links = [(url, label) for url, label in (
+            (_audit_console_url("event", obj.pk), gettext("this event")),
+            (_audit_console_url("credential", obj.credential_id) if obj.credential_id else "",
+             gettext("credential timeline")),
+            (_audit_console_url("user", obj.user_id) if obj.user_id else "", gettext("user timeline")),
+        ) if url]
+        if not links:
+            return self.get_empty_value_display()
+        return format_html_join(" · ", '<a href="{}">{}</a>', links)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

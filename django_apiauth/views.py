@@ -1,4 +1,5 @@
-"""Browser views of django-apiauth (SSO and audit pages arrive with their issues)."""
+"""Browser views of django-apiauth: the landing page, the CA's public files (the
+SSO views and the audit console live in their own packages)."""
 
 from __future__ import annotations
 
@@ -14,8 +15,8 @@ from .models import CertificateAuthority
 
 @staff_member_required
 def index(request: HttpRequest) -> HttpResponse:
-    """Staff landing page: the audit events in the admin, for now."""
-    return redirect("admin:django_apiauth_auditevent_changelist")
+    """Staff landing page: the audit console's overview (``/auth/audit/``)."""
+    return redirect("django_apiauth:audit:overview")
 
 
 @require_safe
