@@ -132,6 +132,7 @@ USE_I18N = True
 USE_TZ = True
 STATIC_URL = "static/"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+LOGIN_REDIRECT_URL = "/admin/"  # where a sign-in without `next` lands (SSO included)
 LOGIN_URL = "/accounts/login/"  # the OAuth provider's sign-in page (end users, not only staff)
 
 # Only the TLS terminator may forward client certificates (and X-Forwarded-For).

@@ -12,4 +12,6 @@ urlpatterns = [
     path("auth/", include("django_apiauth.urls")),
     path("api/whoami/", views.WhoAmI.as_view(), name="whoami"),
     path("api/echo/", views.Echo.as_view(), name="echo"),
+    # The demo's own SAML IdP (pysaml2), so that `make demo` can show SAML sign-in.
+    path("demo-idp/", include("demo.saml_idp")),
 ]

@@ -20,6 +20,8 @@ from django_apiauth.models import ApiKey, HmacSecret
 #: The demo's OAuth 2.0 machine client (client-credentials grant) and its service user.
 OAUTH_CLIENT_NAME = "demo machine client"
 OAUTH_SERVICE_USER = "demo-service"
+OIDC_CLIENT_NAME = "demo OpenID Connect sign-in"
+SSO_STAFF_GROUP = "Demo staff"
 
 #: The example project's virtualenv python, as `make demo` creates it (run from the repository root).
 SIGN = ".venv/bin/python -m django_apiauth.sign"
@@ -109,6 +111,97 @@ class Command(BaseCommand):
         out("# the audit trail of those calls")
         out("python example_project/manage.py audit_log --since 1h")
         out("")
+        self.single_sign_on(base_url)
+
+    def single_sign_on(self, base_url: str) -> None:
+        """Staff sign-in to /admin/ through a SAML IdP and through an OpenID Provider.
+
+        The SAML IdP is the demo's own pysaml2 IdP (``demo/saml_idp.py``, needs
+        Debian's xmlsec1); the OpenID Provider is this project's own
+        django-oauth-toolkit at ``/o/``. Both sign users in as staff of the
+        "Demo staff" group, which may view the audit console and credentials.
+        """
+        from django.conf import settings
+        from django.contrib.auth.models import Group, Permission
+
+        from demo import saml_idp
+        from django_apiauth.models import ExternalIdentity, OidcProvider, SamlIdentityProvider
+        from django_apiauth.sso.saml import sp
+
+        out = self.stdout.write
+        staff_group, _ = Group.objects.get_or_create(name=SSO_STAFF_GROUP)
+        staff_group.permissions.set(Permission.objects.filter(
+            content_type__app_label="django_apiauth", codename__startswith="view_"))
+        mapping = {
+            "username": "uid", "email": "mail", "first_name": "givenName", "last_name": "sn",
+            "staff": {"attribute": "groups", "values": ["admins"]},
+            "groups": {"attribute": "groups", "map": {"admins": SSO_STAFF_GROUP}},
+        }
+        out("Single sign-on (open in a browser, then choose a provider under the login form):")
+        out(f"  {base_url}/admin/login/   or   {base_url}/auth/login/")
+        if saml_idp.available():
+            if not sp.current_sp_keys():
+                sp.create_sp_key(name="demo SP key")
+            SamlIdentityProvider.objects.update_or_create(slug="demo-saml", defaults={
+                "name": "the demo SAML IdP",
+                "entity_id": saml_idp.entity_id(base_url),
+                "sso_url": saml_idp.sso_url(base_url),
+                "certificates": saml_idp.certificate_pem(),
+                "attribute_mapping": mapping,
+                "jit_enabled": True,
+                "active": True,
+            })
+            out("  SAML: 'Sign in with the demo SAML IdP', then 'Sign in as ada' (staff, just-in-time user)")
+        else:
+            SamlIdentityProvider.objects.filter(slug="demo-saml").update(active=False)
+            out("  SAML: the demo IdP needs xmlsec1 (run `make system-deps`); skipped")
+        # OpenID Connect: op-alice signs in at the OP (/accounts/login/); her OP
+        # identity is linked to the staff account "alice" (no password of her own).
+        User = get_user_model()
+        op_password = secrets.token_urlsafe(12)
+        op_user, _ = User.objects.get_or_create(username="op-alice")
+        op_user.is_active = True
+        op_user.set_password(op_password)
+        op_user.save()
+        alice, _ = User.objects.get_or_create(username="alice", defaults={"email": "alice@example.com"})
+        alice.is_staff = alice.is_active = True
+        alice.set_unusable_password()
+        alice.save()
+        alice.groups.add(staff_group)
+        issuer = settings.OAUTH2_PROVIDER.get("OIDC_ISS_ENDPOINT") or f"{base_url}/o"
+        ExternalIdentity.objects.update_or_create(issuer=issuer, subject=str(op_user.pk),
+                                                  defaults={"user": alice})
+        client_id, client_secret = self.oidc_client(base_url)
+        provider = OidcProvider.objects.filter(slug="demo-oidc").first() or OidcProvider(slug="demo-oidc")
+        provider.name = "the demo OpenID Provider"
+        provider.issuer = issuer
+        provider.client_id = client_id
+        provider.scopes = "openid"
+        provider.active = True
+        provider.save()
+        provider.set_client_secret(client_secret)
+        provider.save()
+        out(f"  OpenID Connect: 'Sign in with the demo OpenID Provider', then at the provider "
+            f"user op-alice, password {op_password} (you arrive as staff user alice)")
+        out("")
+
+    def oidc_client(self, base_url: str) -> tuple[str, str]:
+        """The demo's OpenID Connect client at this project's own provider (new secret each run)."""
+        from oauth2_provider.models import get_application_model
+
+        Application = get_application_model()
+        secret = secrets.token_urlsafe(32)
+        application = Application.objects.filter(name=OIDC_CLIENT_NAME).first() or Application(
+            name=OIDC_CLIENT_NAME)
+        application.client_type = Application.CLIENT_CONFIDENTIAL
+        application.authorization_grant_type = Application.GRANT_AUTHORIZATION_CODE
+        application.algorithm = Application.RS256_ALGORITHM
+        application.redirect_uris = f"{base_url}/auth/oidc/demo-oidc/callback/"
+        application.post_logout_redirect_uris = f"{base_url}/auth/login/"
+        application.skip_authorization = True
+        application.client_secret = secret  # hashed by DOT on save
+        application.save()
+        return application.client_id, secret
 
     def oauth_client(self) -> tuple[str, str]:
         """The demo's confidential client-credentials application, with a new secret each run."""
