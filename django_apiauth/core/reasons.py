@@ -42,6 +42,7 @@ ROTATED = "rotated"
 CHANGED = "changed"
 DELETED = "deleted"
 REVOKED_BY_OPERATOR = "revoked"
+LIFTED = "lifted"  # a lockout lifted by staff
 
 ALL = frozenset(
     value for name, value in dict(globals()).items() if name.isupper() and isinstance(value, str)
