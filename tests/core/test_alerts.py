@@ -173,7 +173,7 @@ def webhook() -> Iterator[tuple[str, Hook]]:
     hook = Hook()
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 (http.server API)
+        def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length", "0"))
             hook.bodies.append(json.loads(self.rfile.read(length)))
             hook.headers.append(dict(self.headers))

@@ -53,7 +53,7 @@ def fleet(user: Any) -> dict[str, Any]:
         revoked, _ = lifecycle.issue(ApiKey, owner=user, name="revoked 2d",
                                      expires_at=T0 + timedelta(days=2))
         lifecycle.revoke(revoked, reason="test")
-        expired, _ = lifecycle.issue(ApiKey, owner=user, name="expired",
+        lifecycle.issue(ApiKey, owner=user, name="expired",
                                      expires_at=T0 + timedelta(minutes=1))
         rotating, _ = lifecycle.issue(HmacSecret, owner=user, name="rotating")
         lifecycle.rotate(rotating, grace=timedelta(hours=6))
