@@ -365,3 +365,35 @@ def test_limit_enforced_through_redis(redis_url: str, client: Any, holder: Calla
     with override_settings(CACHES={"default": {"BACKEND": backend, "LOCATION": redis_url}}):
         caches["default"].clear()
         assert [h.get(client).status_code for _ in range(3)] == [200, 200, 429]
+
+
+# -- system checks ---------------------------------------------------------------------------
+
+
+def check_ids(**overrides: Any) -> set[str]:
+    from django.core.checks import run_checks
+
+    with override_settings(**overrides):
+        return {m.id for m in run_checks() if m.id and m.id.startswith("apiauth.")
+                and not m.is_silenced()}
+
+
+@pytest.mark.parametrize(("overrides", "expected"), [
+    ({"APIAUTH_RATE_LIMITS": {"api_key": "lots"}}, "apiauth.E020"),
+    ({"APIAUTH_LOCKOUT_IP_FAILURES": 0}, "apiauth.E021"),
+    ({"APIAUTH_LOCKOUT_DURATION": timedelta(0)}, "apiauth.E021"),
+    ({"APIAUTH_RATE_LIMIT_CACHE": "nope"}, "apiauth.E022"),
+    ({"APIAUTH_ALERTS": {"webhook": "file:///etc/passwd"}}, "apiauth.E023"),
+    ({"DEBUG": False, "SILENCED_SYSTEM_CHECKS": []}, "apiauth.W020"),
+])
+def test_checks(overrides: dict[str, Any], expected: str) -> None:
+    assert expected in check_ids(**overrides)
+
+
+def test_checks_clean_with_good_settings() -> None:
+    redis = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
+                         "LOCATION": "redis://127.0.0.1:1"}}
+    found = check_ids(APIAUTH_RATE_LIMITS={"api_key": "100/m", "jwt": "none"},
+                      APIAUTH_ALERTS={"webhook": "https://hooks.example.com/x"},
+                      DEBUG=False, CACHES=redis, SILENCED_SYSTEM_CHECKS=[])
+    assert not {i for i in found if i.startswith(("apiauth.E02", "apiauth.W020"))}
