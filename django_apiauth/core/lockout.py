@@ -66,19 +66,22 @@ def cache() -> Any:
 
 
 def _h(*parts: str) -> str:
-    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:40]
+    # 96 bits: ample against collisions, and short keys are cheaper to validate.
+    return hashlib.blake2b("\0".join(parts).encode(), digest_size=12).hexdigest()
 
 
 def ip_lock_key(ip: str | None) -> str:
     return f"apiauth:lock:ip:{_h(ip or UNKNOWN_IP)}"
 
 
-def pair_lock_key(scheme: str, credential_id: str, ip: str | None) -> str:
-    return f"apiauth:lock:cred:{_h(scheme, credential_id, ip or UNKNOWN_IP)}"
+def pair_key(scheme: str, credential_id: str, ip: str | None) -> str:
+    """One key per (credential, address): the lock of the pair while it is
+    locked out (the lock's end, epoch seconds), else the "seen" marker of the
+    new-address alert (``1``). One key, so one read serves both."""
+    return f"apiauth:src:{_h(scheme, credential_id, ip or UNKNOWN_IP)}"
 
 
-def seen_key(scheme: str, credential_id: str, ip: str | None) -> str:
-    return f"apiauth:seen:{_h(scheme, credential_id, ip or UNKNOWN_IP)}"
+pair_lock_key = seen_key = pair_key
 
 
 def rate_key(scheme: str, credential_id: str) -> str:
@@ -110,16 +113,13 @@ def check(scheme: str, credential_id: str, ip: str | None, now: float, *,
     """Read the locks (and the seen marker) of this source in one round trip."""
     lockout = app_settings.LOCKOUT_ENABLED
     keys: list[str] = []
-    ip_key = pair_key = marker = ""
+    ip_key = source = ""
     if lockout and not _exempt(ip):
         ip_key = ip_lock_key(ip)
         keys.append(ip_key)
-    if lockout and credential_id:
-        pair_key = pair_lock_key(scheme, credential_id, ip)
-        keys.append(pair_key)
-    if want_seen and credential_id:
-        marker = seen_key(scheme, credential_id, ip)
-        keys.append(marker)
+    if credential_id and (lockout or want_seen):
+        source = pair_key(scheme, credential_id, ip)
+        keys.append(source)
     guard = Guard()
     if not keys:
         return guard
@@ -127,23 +127,28 @@ def check(scheme: str, credential_id: str, ip: str | None, now: float, *,
         found = cache().get_many(keys)
     except Exception as exc:  # any backend error: fail closed
         raise StoreUnavailable(type(exc).__name__) from None
-    for key, scope in ((ip_key, SCOPE_IP), (pair_key, SCOPE_CREDENTIAL)):
+    if not found:
+        if want_seen and source:
+            guard.seen = False
+        return guard  # nothing locked, address not seen before
+    for key, scope in ((ip_key, SCOPE_IP), (source if lockout else "", SCOPE_CREDENTIAL)):
         until = found.get(key) if key else None
-        # The expiry is in the value too: a lock ends on time even if the
-        # cache keeps the key a little longer.
+        # The end is in the value too: a lock ends on time even if the cache
+        # keeps the key a little longer. The seen marker (1) is never a lock.
         if isinstance(until, int | float) and until > now and (
             guard.locked_until is None or until > guard.locked_until
         ):
             guard.locked_until, guard.scope = float(until), scope
-    if marker:
-        guard.seen = marker in found
+    if want_seen and source:
+        guard.seen = source in found
     return guard
 
 
 def remember_ip(scheme: str, credential_id: str, ip: str | None) -> None:
     ttl = int(app_settings.ALERT_NEW_IP_MEMORY.total_seconds())
     try:
-        cache().set(seen_key(scheme, credential_id, ip), 1, timeout=max(1, ttl))
+        # add, not set: never overwrite a lock of the pair.
+        cache().add(pair_key(scheme, credential_id, ip), 1, timeout=max(1, ttl))
     except Exception as exc:
         raise StoreUnavailable(type(exc).__name__) from None
 
