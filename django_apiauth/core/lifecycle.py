@@ -148,7 +148,7 @@ def revoke(credential: AbstractCredential, *, reason: str, actor: Any = None,
 
 #: Fields an operator may change on an issued credential (never secrets,
 #: identity or lifecycle fields: rotate or revoke for those).
-EDITABLE_FIELDS = ("name", "scopes", "allowed_ips", "expires_at", "not_before")
+EDITABLE_FIELDS = ("name", "scopes", "allowed_ips", "expires_at", "not_before", "rate_limit")
 
 
 def update(credential: AbstractCredential, *, changes: dict[str, Any], actor: Any = None,

@@ -397,3 +397,37 @@ def test_checks_clean_with_good_settings() -> None:
                       APIAUTH_ALERTS={"webhook": "https://hooks.example.com/x"},
                       DEBUG=False, CACHES=redis, SILENCED_SYSTEM_CHECKS=[])
     assert not {i for i in found if i.startswith(("apiauth.E02", "apiauth.W020"))}
+
+
+# -- the admin ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_admin_edits_the_rate_limit(admin_client: Any, client: Any, holder: Callable[..., Holder],
+                                    scheme: str) -> None:
+    from django.urls import reverse
+
+    h = holder(scheme)
+    url = reverse(f"admin:django_apiauth_{h.credential._meta.model_name}_change",
+                  args=(h.credential.pk,))
+    page = admin_client.get(url)
+    assert 'name="rate_limit"' in page.content.decode()
+    form = {"name": h.credential.name, "scopes": "", "allowed_ips": "",
+            "expires_at_0": "", "expires_at_1": ""}
+    bad = admin_client.post(url, {**form, "rate_limit": "1/m; DROP"})
+    assert bad.status_code == 200
+    assert "rate_limit" in bad.context["adminform"].form.errors
+    assert admin_client.post(url, {**form, "rate_limit": "1/m"}).status_code == 302
+    h.credential.refresh_from_db()
+    assert h.credential.rate_limit == "1/m"
+    changed = rows(event="credential.changed")[-1]
+    assert changed.detail["changed"]["rate_limit"] == "1/m"
+    assert [h.get(client).status_code for _ in range(2)] == [200, 429]
+
+
+def test_rotation_keeps_the_rate_limit(user: Any) -> None:
+    from django_apiauth.core import lifecycle
+
+    key, _secret = lifecycle.issue(ApiKey, owner=user, name="r", rate_limit="7/m")
+    successor, _secret = lifecycle.rotate(key)
+    assert successor.rate_limit == "7/m"
