@@ -117,7 +117,8 @@ def test_change_form_shows_lookup_id_read_only_and_never_the_hash(
     obj, key = api_key
     response = admin_client.get(change_url(obj))
     page = content(response)
-    assert list(response.context["adminform"].form.fields) == ["name", "scopes", "allowed_ips", "expires_at"]
+    assert list(response.context["adminform"].form.fields) == ["name", "scopes", "allowed_ips", "rate_limit",
+                                                                 "expires_at"]
     assert obj.lookup_id in page
     assert 'name="lookup_id"' not in page
     assert obj.secret_hash not in page
