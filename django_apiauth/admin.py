@@ -1478,9 +1478,21 @@ class LockoutAdmin(admin.ModelAdmin):
     list_display = ("started_at", "scope", "scheme", "credential_id", "ip", "failures",
                     "expires_at", "active_display")
     list_filter = (LockoutStateFilter, "scope", "scheme")
-    search_fields = ("=credential_id", "=ip")
-    date_hierarchy = None
+    search_fields = ("credential_id",)  # see get_search_results
     actions = ("lift_selected",)
+
+    def get_search_results(self, request: HttpRequest, queryset: QuerySet[Any],
+                           search_term: str) -> tuple[QuerySet[Any], bool]:
+        """Exact credential id, or an exact address when the term is one (an
+        address column compared with arbitrary text is an error on PostgreSQL)."""
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        condition = Q(credential_id=term)
+        ip = _valid_ip(term)
+        if ip is not None:
+            condition |= Q(ip=ip)
+        return queryset.filter(condition), False
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

@@ -293,3 +293,16 @@ def test_nothing_needs_the_store_when_everything_is_off(settings: Any, client: A
     with override_settings(CACHES=dead_redis_caches(), APIAUTH_RATE_LIMIT_CACHE="limits"):
         assert h.get(client, HOLDER).status_code == 200
         assert h.get(client, HOLDER, wrong=True).status_code == 401
+
+
+@pytest.mark.parametrize("term", ["203.0.113.66", "' OR 1=1 --", "%", "\x00", "::1", "x" * 500])
+def test_admin_search_is_exact_and_never_an_error(staff_client: Any, holder: Callable[..., Holder],
+                                                  term: str) -> None:
+    from rest_framework.test import APIClient
+
+    fail(APIClient(), holder("api_key"), 3)
+    changelist = reverse("admin:django_apiauth_lockout_changelist")
+    response = staff_client.get(changelist, {"q": term})
+    assert response.status_code == 200
+    if term != "\x00":  # Django's admin itself discards a search term with a NUL
+        assert response.context["cl"].result_count == (1 if term == ATTACKER else 0)
