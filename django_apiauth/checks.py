@@ -162,6 +162,15 @@ def _check_abuse_settings() -> list[Any]:
             hint="Use a shared cache such as django.core.cache.backends.redis.RedisCache.",
             id="apiauth.W020",
         ))
+    if not settings.DEBUG and app_settings.LOCKOUT_ENABLED and not app_settings.TRUSTED_PROXIES:
+        errors.append(Warning(
+            "Lockout is on and APIAUTH_TRUSTED_PROXIES is empty: behind a reverse proxy every "
+            "client has the proxy's address, so one attacker's failures would lock every "
+            "client out at once.",
+            hint="List your reverse proxies in APIAUTH_TRUSTED_PROXIES (they must set "
+            "X-Forwarded-For); silence apiauth.W021 only if clients reach Django directly.",
+            id="apiauth.W021",
+        ))
     webhook = app_settings.ALERTS.get("webhook")
     if webhook and not str(webhook).startswith(("https://", "http://")):
         errors.append(Error(

@@ -385,6 +385,8 @@ def check_ids(**overrides: Any) -> set[str]:
     ({"APIAUTH_RATE_LIMIT_CACHE": "nope"}, "apiauth.E022"),
     ({"APIAUTH_ALERTS": {"webhook": "file:///etc/passwd"}}, "apiauth.E023"),
     ({"DEBUG": False, "SILENCED_SYSTEM_CHECKS": []}, "apiauth.W020"),
+    ({"DEBUG": False, "SILENCED_SYSTEM_CHECKS": [], "APIAUTH_TRUSTED_PROXIES": []},
+     "apiauth.W021"),
 ])
 def test_checks(overrides: dict[str, Any], expected: str) -> None:
     assert expected in check_ids(**overrides)
@@ -395,8 +397,9 @@ def test_checks_clean_with_good_settings() -> None:
                          "LOCATION": "redis://127.0.0.1:1"}}
     found = check_ids(APIAUTH_RATE_LIMITS={"api_key": "100/m", "jwt": "none"},
                       APIAUTH_ALERTS={"webhook": "https://hooks.example.com/x"},
+                      APIAUTH_TRUSTED_PROXIES=["10.0.0.0/24"],
                       DEBUG=False, CACHES=redis, SILENCED_SYSTEM_CHECKS=[])
-    assert not {i for i in found if i.startswith(("apiauth.E02", "apiauth.W020"))}
+    assert not {i for i in found if i.startswith(("apiauth.E02", "apiauth.W02"))}
 
 
 # -- the admin ---------------------------------------------------------------------------------
