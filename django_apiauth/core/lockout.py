@@ -18,9 +18,10 @@ distributed attack against one id gets instead is a ``failure_burst`` alert
 (``ALERT_CREDENTIAL_FAILURES`` from any address), for a person to act on
 (revoke, rotate, block the network upstream).
 
-Per request, the state is read with **one** ``get_many`` (address lock, pair
-lock, and the "address already seen for this credential" marker of the
-new-address alert). Counters are incremented only on failure; the lock
+Per request, the state is read with **one** ``get_many`` of two keys: the
+address lock, and the (credential, address) key, which holds the pair's lock
+or else the "address already seen for this credential" marker of the
+new-address alert. Counters are incremented only on failure; the lock
 markers are written only when a lockout starts, together with a
 :class:`~django_apiauth.models.Lockout` row that staff see and lift in the
 admin. Every cache key is a hash: no request value ever reaches the cache
