@@ -56,7 +56,7 @@ from django.utils.translation import gettext_lazy as _
 from .app_settings import app_settings
 from .ca import authority as ca_authority
 from .ca import x509 as ca_x509
-from .core import audit, lifecycle, reasons
+from .core import audit, lifecycle, lockout, reasons
 from .core.durations import format_duration, parse_duration
 from .core.models import AbstractCredential, CredentialQuerySet
 from .models import (
@@ -66,6 +66,7 @@ from .models import (
     CertificateAuthority,
     ClientCertificate,
     HmacSecret,
+    Lockout,
 )
 
 #: Display names of the states a credential can be in, as shown in the list.
@@ -201,9 +202,11 @@ class CredentialAdmin(admin.ModelAdmin):
 
     identity_fields: ClassVar[tuple[str, ...]] = ()
     add_fields: ClassVar[tuple[str, ...]] = (
-        "owner", "name", "scopes", "allowed_ips", "not_before", "expires_at",
+        "owner", "name", "scopes", "allowed_ips", "rate_limit", "not_before", "expires_at",
     )
-    editable_fields: ClassVar[tuple[str, ...]] = ("name", "scopes", "allowed_ips", "expires_at")
+    editable_fields: ClassVar[tuple[str, ...]] = (
+        "name", "scopes", "allowed_ips", "rate_limit", "expires_at",
+    )
     expiring_window: ClassVar[timedelta] = timedelta(days=7)
     action_confirmation_template: ClassVar[str | None] = None
 
@@ -253,6 +256,7 @@ class CredentialAdmin(admin.ModelAdmin):
         return [
             (None, {"fields": (
                 *self.identity_fields, "owner", "name", "state_display", "scopes", "allowed_ips",
+                "rate_limit",
             )}),
             (_("Validity"), {"fields": (
                 "created_at", "not_before", "expires_at", "revoked_at", "revoked_reason",
@@ -1069,10 +1073,10 @@ class ClientCertificateAdmin(CredentialAdmin):
     add_form: ClassVar[type[forms.ModelForm]] = ClientCertificateAddForm
     identity_fields = ("fingerprint_sha256", "common_name", "ca", "serial")
     add_fields = (
-        "mode", "owner", "name", "scopes", "allowed_ips", "expires_at",
+        "mode", "owner", "name", "scopes", "allowed_ips", "rate_limit", "expires_at",
         "ca", "common_name", "key_type", "csr_pem", "certificate_pem", "certificate_file",
     )
-    editable_fields = ("name", "scopes", "allowed_ips")
+    editable_fields = ("name", "scopes", "allowed_ips", "rate_limit")
     list_filter = (*CredentialAdmin.list_filter, "ca")
     list_select_related = ("owner", "ca")
 
@@ -1532,6 +1536,76 @@ class AuditEventAdmin(admin.ModelAdmin):
         if user_pks:
             condition |= Q(user_id__in=user_pks)
         return queryset.filter(condition), False
+
+
+class LockoutStateFilter(admin.SimpleListFilter):
+    title = _("state")
+    parameter_name = "state"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, Any]]:
+        return [("active", _("active")), ("ended", _("ended"))]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        if self.value() == "active":
+            return queryset.filter(expires_at__gt=timezone.now())
+        if self.value() == "ended":
+            return queryset.filter(expires_at__lte=timezone.now())
+        return queryset
+
+
+@admin.register(Lockout)
+class LockoutAdmin(admin.ModelAdmin):
+    """Lockouts (docs/rate-limits.md): read-only, with a *lift* action.
+
+    Lifting clears the lockout's cache marker and failure counter, deletes the
+    row and writes a ``lockout.lifted`` audit row. Deleting a row lifts it too.
+    """
+
+    list_display = ("started_at", "scope", "scheme", "credential_id", "ip", "failures",
+                    "expires_at", "active_display")
+    list_filter = (LockoutStateFilter, "scope", "scheme")
+    search_fields = ("credential_id",)  # see get_search_results
+    actions = ("lift_selected",)
+
+    def get_search_results(self, request: HttpRequest, queryset: QuerySet[Any],
+                           search_term: str) -> tuple[QuerySet[Any], bool]:
+        """Exact credential id, or an exact address when the term is one (an
+        address column compared with arbitrary text is an error on PostgreSQL)."""
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        condition = Q(credential_id=term)
+        ip = _valid_ip(term)
+        if ip is not None:
+            condition |= Q(ip=ip)
+        return queryset.filter(condition), False
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.display(description=_("active"), boolean=True)
+    def active_display(self, obj: Lockout) -> bool:
+        return obj.is_active
+
+    @admin.action(description=_("Lift the selected lockouts"), permissions=["delete"])
+    def lift_selected(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
+        lifted = 0
+        for item in queryset:
+            lockout.lift(item, actor=request.user)
+            lifted += 1
+        self.message_user(request, ngettext(
+            "%(count)d lockout lifted.", "%(count)d lockouts lifted.", lifted,
+        ) % {"count": lifted}, messages.SUCCESS)
+
+    def delete_model(self, request: HttpRequest, obj: Any) -> None:
+        lockout.lift(obj, actor=request.user)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
+        for item in queryset:
+            lockout.lift(item, actor=request.user)
 
 
 # Admin of the features that live in their own packages.

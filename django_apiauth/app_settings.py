@@ -309,6 +309,81 @@ class AppSettings:
         return int(self._setting("SAML_MAX_ASSERTION_AGE", 600))
 
 
+    # -- rate limits, lockout and alerts (docs/rate-limits.md) ---------------
+
+    @property
+    def RATE_LIMITS(self) -> dict[str, str]:
+        """Default rate per scheme, e.g. ``{"api_key": "100/m", "jwt": "20/s"}``
+        (default none). A credential's own ``rate_limit`` overrides its scheme's."""
+        return dict(self._setting("RATE_LIMITS", None) or {})
+
+    @property
+    def RATE_LIMIT_CACHE(self) -> str:
+        """Cache alias of rate-limit counters, lockouts and seen addresses
+        (``default``; a shared Redis in production)."""
+        return str(self._setting("RATE_LIMIT_CACHE", "default"))
+
+    @property
+    def LOCKOUT_ENABLED(self) -> bool:
+        """Lock out sources of repeated failures (default ``True``)."""
+        return bool(self._setting("LOCKOUT_ENABLED", True))
+
+    @property
+    def LOCKOUT_IP_FAILURES(self) -> int:
+        """Failures from one IP address, any scheme, that lock it out (50)."""
+        return int(self._setting("LOCKOUT_IP_FAILURES", 50))
+
+    @property
+    def LOCKOUT_IP_WINDOW(self) -> timedelta:
+        """Window in which ``LOCKOUT_IP_FAILURES`` are counted (10 minutes)."""
+        return _as_timedelta(self._setting("LOCKOUT_IP_WINDOW", timedelta(minutes=10)))
+
+    @property
+    def LOCKOUT_CREDENTIAL_FAILURES(self) -> int:
+        """Failures against one credential id *from one IP address* that lock
+        that pair out (10)."""
+        return int(self._setting("LOCKOUT_CREDENTIAL_FAILURES", 10))
+
+    @property
+    def LOCKOUT_CREDENTIAL_WINDOW(self) -> timedelta:
+        """Window in which ``LOCKOUT_CREDENTIAL_FAILURES`` are counted (10 minutes)."""
+        return _as_timedelta(self._setting("LOCKOUT_CREDENTIAL_WINDOW", timedelta(minutes=10)))
+
+    @property
+    def LOCKOUT_DURATION(self) -> timedelta:
+        """Cool-off of a lockout (15 minutes)."""
+        return _as_timedelta(self._setting("LOCKOUT_DURATION", timedelta(minutes=15)))
+
+    @property
+    def LOCKOUT_EXEMPT_IPS(self) -> tuple[str, ...]:
+        """CIDRs never locked out by address (health checkers; default none)."""
+        return tuple(self._setting("LOCKOUT_EXEMPT_IPS", ()))
+
+    @property
+    def ALERT_CREDENTIAL_FAILURES(self) -> int:
+        """Failures against one credential id from *any* address, within
+        ``LOCKOUT_CREDENTIAL_WINDOW``, that raise a ``failure_burst`` alert (20;
+        0 disables). Never a lockout: that would let anyone lock a holder out."""
+        return int(self._setting("ALERT_CREDENTIAL_FAILURES", 20))
+
+    @property
+    def ALERT_NEW_IP(self) -> bool:
+        """Alert on the first use of a stored credential from a new address (``True``)."""
+        return bool(self._setting("ALERT_NEW_IP", True))
+
+    @property
+    def ALERT_NEW_IP_MEMORY(self) -> timedelta:
+        """How long an address stays known for a credential (30 days)."""
+        return _as_timedelta(self._setting("ALERT_NEW_IP_MEMORY", timedelta(days=30)))
+
+    @property
+    def ALERTS(self) -> dict[str, Any]:
+        """The optional notifier of ``suspicious_activity`` (default off):
+        ``{"email": ["sec@example.com"], "webhook": "https://…", "timeout": 3.0,
+        "kinds": ["lockout", …]}``."""
+        return dict(self._setting("ALERTS", None) or {})
+
+
 def _derive_pepper(secret_key: str) -> bytes:
     # One HMAC per call is cheap next to a request; cached by secret_key so
     # the hot path pays a dict lookup.
@@ -320,6 +395,10 @@ def _derive_pepper(secret_key: str) -> bytes:
         _PEPPER_CACHE.clear()
         _PEPPER_CACHE[secret_key] = cached
     return cached
+
+
+def _as_timedelta(value: Any) -> timedelta:
+    return value if isinstance(value, timedelta) else timedelta(seconds=int(value))
 
 
 _PEPPER_CACHE: dict[str, bytes] = {}

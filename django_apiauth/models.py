@@ -485,3 +485,49 @@ class ExternalIdentity(models.Model):
 # Models that live with their feature (imported here so Django registers them).
 from .sso.oidc.models import *  # noqa: E402,F403
 from .sso.saml.models import *  # noqa: E402,F403
+
+
+class Lockout(models.Model):
+    """A lockout of a source of repeated failures (docs/rate-limits.md).
+
+    Written once, when a lockout starts; the live state is a marker in the
+    rate-limit cache that expires on its own. Lifting a lockout in the admin
+    clears the marker and the failure counter and deletes the row.
+
+    * ``scope``: ``ip`` (one address, any credential) or ``credential`` (one
+      credential id from one address).
+    * ``scheme`` / ``credential_id``: what was attacked (public id, never a secret).
+    * ``ip``: the source address (empty when unknown).
+    * ``failures``: failures counted when the lockout started.
+    * ``started_at`` / ``expires_at``: the cool-off period.
+    * ``cache_key`` / ``counter_key``: the cache entries a lift clears.
+    """
+
+    SCOPE_IP = "ip"
+    SCOPE_CREDENTIAL = "credential"
+    SCOPES = ((SCOPE_IP, _("address")), (SCOPE_CREDENTIAL, _("credential from address")))
+
+    scope = models.CharField(_("scope"), max_length=16, choices=SCOPES)
+    scheme = models.CharField(_("scheme"), max_length=32, blank=True, default="")
+    credential_id = models.CharField(_("credential id"), max_length=100, blank=True, default="")
+    ip = models.GenericIPAddressField(_("IP address"), null=True, blank=True)
+    failures = models.PositiveIntegerField(_("failures"), default=0)
+    started_at = models.DateTimeField(_("started at"), default=timezone.now)
+    expires_at = models.DateTimeField(_("expires at"))
+    cache_key = models.CharField(_("cache key"), max_length=200, editable=False)
+    counter_key = models.CharField(_("counter key"), max_length=200, editable=False, default="")
+
+    class Meta:
+        verbose_name = _("lockout")
+        verbose_name_plural = _("lockouts")
+        ordering = ("-started_at",)
+        indexes = [models.Index(fields=["-expires_at"], name="apiauth_lockout_expires")]
+
+    def __str__(self) -> str:
+        target = f"{self.credential_id} from {self.ip or 'unknown'}" if self.credential_id else (
+            str(self.ip or "unknown"))
+        return f"{self.get_scope_display()}: {target}"
+
+    @property
+    def is_active(self) -> bool:
+        return self.expires_at > timezone.now()

@@ -23,3 +23,12 @@ authentication_succeeded = Signal()
 # Sent after a refused authentication (already audited).
 # Arguments: sender (authentication class), request, scheme, reason, credential_id
 authentication_failed = Signal()
+
+# Sent on suspicious activity (docs/rate-limits.md): a burst of failures,
+# a lockout starting, use of a revoked or rotated-out credential, the first
+# use of a credential from a new address. Sent with ``send_robust``: a failing
+# receiver is logged, never turned into an error response.
+# Arguments: sender (authentication class or None), kind (str: "failure_burst",
+# "lockout", "revoked_credential_used", "rotated_credential_used", "new_ip"),
+# request (or None), scheme, credential_id, ip, detail (dict, no secrets)
+suspicious_activity = Signal()

@@ -55,3 +55,13 @@ def audit_rows() -> Callable[..., list[AuditEvent]]:
         return list(AuditEvent.objects.filter(event="authenticate", **filters).order_by("id"))
 
     return rows
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache() -> None:
+    """Every test starts with empty caches: lockout counters, rate-limit windows,
+    replay markers and fetched JWKS of one test never leak into the next."""
+    from django.core.cache import caches
+
+    for cache in caches.all(initialized_only=True):
+        cache.clear()

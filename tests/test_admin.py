@@ -96,7 +96,8 @@ def test_add_shows_the_key_once_and_it_authenticates(admin_client: Client, user:
 def test_add_form_has_only_the_issue_fields(admin_client: Client) -> None:
     response = admin_client.get(reverse("admin:django_apiauth_apikey_add"))
     form = response.context["adminform"].form
-    assert list(form.fields) == ["owner", "name", "scopes", "allowed_ips", "not_before", "expires_at"]
+    assert list(form.fields) == ["owner", "name", "scopes", "allowed_ips", "rate_limit",
+                                 "not_before", "expires_at"]
 
 
 def test_add_validates_scopes_networks_and_expiry(admin_client: Client, user: Any) -> None:
@@ -116,7 +117,8 @@ def test_change_form_shows_lookup_id_read_only_and_never_the_hash(
     obj, key = api_key
     response = admin_client.get(change_url(obj))
     page = content(response)
-    assert list(response.context["adminform"].form.fields) == ["name", "scopes", "allowed_ips", "expires_at"]
+    assert list(response.context["adminform"].form.fields) == ["name", "scopes", "allowed_ips", "rate_limit",
+                                                                 "expires_at"]
     assert obj.lookup_id in page
     assert 'name="lookup_id"' not in page
     assert obj.secret_hash not in page

@@ -513,7 +513,8 @@ def test_change_page_shows_the_certificate_read_only(admin_client: Client, make_
                                                      ca: CertificateAuthority) -> None:
     obj, key_pem = make_cert(common_name="billing-01")
     response = admin_client.get(change_url(obj))
-    assert list(response.context["adminform"].form.fields) == ["name", "scopes", "allowed_ips"]
+    assert list(response.context["adminform"].form.fields) == ["name", "scopes", "allowed_ips",
+                                                                 "rate_limit"]
     page = content(response)
     for shown in (obj.fingerprint_sha256, obj.subject, obj.issuer, obj.serial, obj.sans[0],
                   key_body(obj.certificate_pem), "Corp clients"):

@@ -176,7 +176,8 @@ def test_secret_encrypted_is_neither_shown_nor_editable(admin_client: Client,
     ciphertext = obj.secret_encrypted
     add_fields = list(admin_client.get(reverse(ADD)).context["adminform"].form.fields)
     assert add_fields == [
-        "owner", "name", "scopes", "allowed_ips", "not_before", "expires_at", "algorithm", "public_key",
+        "owner", "name", "scopes", "allowed_ips", "rate_limit", "not_before", "expires_at", "algorithm",
+        "public_key",
     ]
     response = admin_client.get(change_url(obj))
     shown = {field for fieldset in response.context["adminform"] for line in fieldset
@@ -261,7 +262,8 @@ def test_algorithm_and_public_key_are_read_only_after_creation(
 ) -> None:
     obj = ed25519_key
     response = admin_client.get(change_url(obj))
-    assert list(response.context["adminform"].form.fields) == ["name", "scopes", "allowed_ips", "expires_at"]
+    assert list(response.context["adminform"].form.fields) == ["name", "scopes", "allowed_ips", "rate_limit",
+                                                                 "expires_at"]
     page = content(response)
     assert 'name="algorithm"' not in page
     assert 'name="public_key"' not in page

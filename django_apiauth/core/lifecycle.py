@@ -96,6 +96,7 @@ def rotate(credential: C, *, grace: timedelta | None = None, actor: Any = None,
             name=credential.name,
             scopes=credential.scopes,
             allowed_ips=credential.allowed_ips,
+            rate_limit=credential.rate_limit,
             not_before=None,
             expires_at=now + lifetime if lifetime is not None else None,
             rotated_from=credential,
@@ -147,7 +148,7 @@ def revoke(credential: AbstractCredential, *, reason: str, actor: Any = None,
 
 #: Fields an operator may change on an issued credential (never secrets,
 #: identity or lifecycle fields: rotate or revoke for those).
-EDITABLE_FIELDS = ("name", "scopes", "allowed_ips", "expires_at", "not_before")
+EDITABLE_FIELDS = ("name", "scopes", "allowed_ips", "expires_at", "not_before", "rate_limit")
 
 
 def update(credential: AbstractCredential, *, changes: dict[str, Any], actor: Any = None,

@@ -21,6 +21,7 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from . import reasons
+from .ratelimit import validate_rate
 
 
 def validate_scopes(value: str) -> None:
@@ -75,6 +76,8 @@ class AbstractCredential(models.Model):
     * ``last_used_at`` / ``last_used_ip``: coalesced, at most one write per
       ``APIAUTH_LAST_USED_INTERVAL``.
     * ``rotated_from``: the predecessor this credential replaced.
+    * ``rate_limit``: this credential's rate (``100/m``, ``10/s``, ``none``);
+      blank uses the scheme's default from ``APIAUTH_RATE_LIMITS``.
     """
 
     credential_kind: ClassVar[str] = ""
@@ -110,6 +113,11 @@ class AbstractCredential(models.Model):
     last_used_at = models.DateTimeField(_("last used at"), null=True, blank=True, editable=False)
     last_used_ip = models.GenericIPAddressField(
         _("last used from"), null=True, blank=True, editable=False
+    )
+    rate_limit = models.CharField(
+        _("rate limit"), max_length=20, blank=True, default="", validators=[validate_rate],
+        help_text=_("Requests per period, e.g. “100/m”, “10/s” or “5000/h”; “none” for no "
+                    "limit; empty for the scheme's default (APIAUTH_RATE_LIMITS)."),
     )
     rotated_from = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="successors",
@@ -157,6 +165,7 @@ class AbstractCredential(models.Model):
             "owner": self.owner.get_username(),
             "scopes": sorted(self.scope_set),
             "allowed_ips": self.allowed_ips.split(),
+            "rate_limit": self.rate_limit,
             "created_at": _iso(self.created_at),
             "not_before": _iso(self.not_before),
             "expires_at": _iso(self.expires_at),

@@ -64,6 +64,7 @@ ROTATED = "rotated"
 CHANGED = "changed"
 DELETED = "deleted"
 REVOKED_BY_OPERATOR = "revoked"
+LIFTED = "lifted"  # a lockout lifted by staff
 
 # JWT certificate binding (RFC 8705 §3): the request's certificate is not the token's
 CERT_BINDING_MISMATCH = "certificate_binding_mismatch"
