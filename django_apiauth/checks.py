@@ -132,26 +132,26 @@ def _check_abuse_settings() -> list[Any]:
             errors.append(Error(
                 f"APIAUTH_RATE_LIMITS[{scheme!r}] is {rate!r}, which is not a rate.",
                 hint="Use <count>/<period>, e.g. '100/m', '10/s', '5000/h' or '300/15m'.",
-                id="apiauth.E020",
+                id="apiauth.E050",
             ))
     for name in ("LOCKOUT_IP_FAILURES", "LOCKOUT_CREDENTIAL_FAILURES"):
         if getattr(app_settings, name) < 1:
             errors.append(Error(
                 f"APIAUTH_{name} must be at least 1.",
                 hint="Disable lockout with APIAUTH_LOCKOUT_ENABLED = False instead.",
-                id="apiauth.E021",
+                id="apiauth.E051",
             ))
     for name in ("LOCKOUT_IP_WINDOW", "LOCKOUT_CREDENTIAL_WINDOW", "LOCKOUT_DURATION"):
         if getattr(app_settings, name).total_seconds() < 1:
             errors.append(Error(
                 f"APIAUTH_{name} must be at least one second.",
-                hint="Use a timedelta, e.g. timedelta(minutes=15).", id="apiauth.E021",
+                hint="Use a timedelta, e.g. timedelta(minutes=15).", id="apiauth.E051",
             ))
     backend = settings.CACHES.get(app_settings.RATE_LIMIT_CACHE, {}).get("BACKEND", "")
     if not backend:
         errors.append(Error(
             f"APIAUTH_RATE_LIMIT_CACHE is {app_settings.RATE_LIMIT_CACHE!r}, which is not in "
-            "CACHES.", hint="Name an alias of CACHES (Redis in production).", id="apiauth.E022",
+            "CACHES.", hint="Name an alias of CACHES (Redis in production).", id="apiauth.E052",
         ))
     elif not settings.DEBUG and not backend.endswith(("RedisCache", "PyMemcacheCache",
                                                       "PyLibMCCache")):
@@ -160,7 +160,7 @@ def _check_abuse_settings() -> list[Any]:
             "cache: each worker counts on its own, so limits and lockout thresholds are "
             "multiplied by the number of workers.",
             hint="Use a shared cache such as django.core.cache.backends.redis.RedisCache.",
-            id="apiauth.W020",
+            id="apiauth.W050",
         ))
     if not settings.DEBUG and app_settings.LOCKOUT_ENABLED and not app_settings.TRUSTED_PROXIES:
         errors.append(Warning(
@@ -169,13 +169,13 @@ def _check_abuse_settings() -> list[Any]:
             "client out at once.",
             hint="List your reverse proxies in APIAUTH_TRUSTED_PROXIES (they must set "
             "X-Forwarded-For); silence apiauth.W021 only if clients reach Django directly.",
-            id="apiauth.W021",
+            id="apiauth.W051",
         ))
     webhook = app_settings.ALERTS.get("webhook")
     if webhook and not str(webhook).startswith(("https://", "http://")):
         errors.append(Error(
             "APIAUTH_ALERTS['webhook'] is not an http(s) URL.",
-            hint="Use e.g. 'https://hooks.example.com/apiauth'.", id="apiauth.E023",
+            hint="Use e.g. 'https://hooks.example.com/apiauth'.", id="apiauth.E053",
         ))
     return errors
 

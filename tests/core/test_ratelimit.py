@@ -379,14 +379,14 @@ def check_ids(**overrides: Any) -> set[str]:
 
 
 @pytest.mark.parametrize(("overrides", "expected"), [
-    ({"APIAUTH_RATE_LIMITS": {"api_key": "lots"}}, "apiauth.E020"),
-    ({"APIAUTH_LOCKOUT_IP_FAILURES": 0}, "apiauth.E021"),
-    ({"APIAUTH_LOCKOUT_DURATION": timedelta(0)}, "apiauth.E021"),
-    ({"APIAUTH_RATE_LIMIT_CACHE": "nope"}, "apiauth.E022"),
-    ({"APIAUTH_ALERTS": {"webhook": "file:///etc/passwd"}}, "apiauth.E023"),
-    ({"DEBUG": False, "SILENCED_SYSTEM_CHECKS": []}, "apiauth.W020"),
+    ({"APIAUTH_RATE_LIMITS": {"api_key": "lots"}}, "apiauth.E050"),
+    ({"APIAUTH_LOCKOUT_IP_FAILURES": 0}, "apiauth.E051"),
+    ({"APIAUTH_LOCKOUT_DURATION": timedelta(0)}, "apiauth.E051"),
+    ({"APIAUTH_RATE_LIMIT_CACHE": "nope"}, "apiauth.E052"),
+    ({"APIAUTH_ALERTS": {"webhook": "file:///etc/passwd"}}, "apiauth.E053"),
+    ({"DEBUG": False, "SILENCED_SYSTEM_CHECKS": []}, "apiauth.W050"),
     ({"DEBUG": False, "SILENCED_SYSTEM_CHECKS": [], "APIAUTH_TRUSTED_PROXIES": []},
-     "apiauth.W021"),
+     "apiauth.W051"),
 ])
 def test_checks(overrides: dict[str, Any], expected: str) -> None:
     assert expected in check_ids(**overrides)
@@ -399,7 +399,7 @@ def test_checks_clean_with_good_settings() -> None:
                       APIAUTH_ALERTS={"webhook": "https://hooks.example.com/x"},
                       APIAUTH_TRUSTED_PROXIES=["10.0.0.0/24"],
                       DEBUG=False, CACHES=redis, SILENCED_SYSTEM_CHECKS=[])
-    assert not {i for i in found if i.startswith(("apiauth.E02", "apiauth.W02"))}
+    assert not {i for i in found if i.startswith(("apiauth.E05", "apiauth.W05"))}
 
 
 # -- the admin ---------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('django_apiauth', '0003_external_identity'),
+        ('django_apiauth', '0005_saml'),
     ]
 
     operations = [
