@@ -42,6 +42,7 @@ ROTATED = "rotated"
 CHANGED = "changed"
 DELETED = "deleted"
 REVOKED_BY_OPERATOR = "revoked"
+PRUNED = "pruned"  # audit.pruned: prune_audit deleted old audit rows
 
 ALL = frozenset(
     value for name, value in dict(globals()).items() if name.isupper() and isinstance(value, str)
