@@ -394,7 +394,7 @@ class AuditEvent(models.Model):
     * ``ip``, ``user_agent``, ``method``, ``path``, ``request_id``: from the
       request, sanitised and bounded. ``path`` never includes the query string.
     * ``detail``: JSON with extra facts; secret-looking keys are redacted.
-    * ``mac``: ``<key id>$<hex>``, HMAC-SHA256 of the row's canonical
+    * ``mac``: ``<key id>$<nonce>$<hex>``, HMAC-SHA256 of the row's canonical
       serialisation (every field above) under the audit key, computed by the
       writer: an edited or forged row no longer matches it
       (:mod:`django_apiauth.core.audit`, ``docs/audit-integrity.md``).
@@ -427,7 +427,7 @@ class AuditEvent(models.Model):
     path = models.CharField(_("path"), max_length=512, blank=True, default="")
     request_id = models.CharField(_("request id"), max_length=128, blank=True, default="")
     detail = models.JSONField(_("detail"), default=dict, blank=True)
-    mac = models.CharField(_("MAC"), max_length=80, blank=True, default="", editable=False)
+    mac = models.CharField(_("MAC"), max_length=100, blank=True, default="", editable=False)
     seq = models.BigIntegerField(_("chain position"), null=True, blank=True, editable=False)
     chain = models.CharField(_("chain hash"), max_length=80, blank=True, default="",
                              editable=False)

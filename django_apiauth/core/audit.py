@@ -36,10 +36,12 @@ import atexit
 import hashlib
 import hmac
 import ipaddress
+import itertools
 import json
 import logging
 import os
 import re
+import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -202,27 +204,47 @@ def _at_text(at: datetime) -> str:
     return at.strftime("%Y-%m-%dT%H:%M:%S.%f")
 
 
-def canonical(values: Mapping[str, Any]) -> bytes:
+def canonical(values: Mapping[str, Any], nonce: str = "") -> bytes:
     """The bytes a row's ``mac`` is computed over.
 
     A JSON array (no whitespace, ASCII only, object keys sorted at every level):
-    ``[CANONICAL_VERSION, at, event, scheme, outcome, reason, user_id, username,
-    credential_id, ip, user_agent, method, path, request_id, detail]``, where
-    ``at`` is UTC with microseconds (``2025-01-31T08:00:00.000000``), ``ip``
-    the address's canonical text or null and ``user_id`` an integer or null.
-    These are exactly the values the database gives back, so the same bytes
-    are rebuilt from a stored row.
+    ``[CANONICAL_VERSION, nonce, at, event, scheme, outcome, reason, user_id,
+    username, credential_id, ip, user_agent, method, path, request_id, detail]``,
+    where ``at`` is UTC with microseconds (``2025-01-31T08:00:00.000000``),
+    ``ip`` the address's canonical text or null and ``user_id`` an integer or
+    null. These are exactly the values the database gives back, so the same
+    bytes are rebuilt from a stored row. ``nonce`` is unique per row written
+    (a random per-process prefix and a counter), so two rows never share a MAC
+    and a copied row is found.
     """
     return json.dumps(
-        [CANONICAL_VERSION, _at_text(values["at"]), *(values[f] for f in MAC_FIELDS[1:])],
+        [CANONICAL_VERSION, nonce, _at_text(values["at"]), *(values[f] for f in MAC_FIELDS[1:])],
         sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False,
     ).encode()
 
 
-def compute_mac(values: Mapping[str, Any], key_id: str | None = None) -> str:
-    """``<key id>$<hex HMAC-SHA256 of canonical(values)>`` (current key by default)."""
+class _Nonces:
+    def __init__(self) -> None:
+        self.prefix = secrets.token_hex(6)
+        self.counter = itertools.count()
+
+    def next(self) -> str:
+        return f"{self.prefix}{next(self.counter):x}"
+
+
+_nonces = _Nonces()
+
+
+def compute_mac(values: Mapping[str, Any], key_id: str | None = None,
+                nonce: str | None = None) -> str:
+    """``<key id>$<nonce>$<hex HMAC-SHA256 of canonical(values, nonce)>``.
+
+    Without ``key_id`` and ``nonce``: the current key and a fresh nonce (the writer).
+    """
     key_id, key = _key(key_id)
-    return f"{key_id}${hmac.new(key, canonical(values), hashlib.sha256).hexdigest()}"
+    if nonce is None:
+        nonce = _nonces.next()
+    return f"{key_id}${nonce}${hmac.new(key, canonical(values, nonce), hashlib.sha256).hexdigest()}"
 
 
 def link(prev: str, seq: int, row_id: int, mac: str, key_id: str | None = None) -> str:
@@ -243,9 +265,10 @@ def _matches(expected_tagged: str, stored: str) -> bool:
 
 
 def mac_is_valid(values: Mapping[str, Any], stored: str) -> bool:
-    if not _known_key(stored):
+    parts = stored.split("$")
+    if len(parts) != 3 or not _known_key(stored):
         return False
-    return _matches(compute_mac(values, stored.partition("$")[0]), stored)
+    return _matches(compute_mac(values, parts[0], parts[1]), stored)
 
 
 def link_is_valid(prev: str, seq: int, row_id: int, mac: str, stored: str) -> bool:
@@ -580,6 +603,7 @@ def _after_fork() -> None:
     # The parent's buffered rows are the parent's to write.
     _buffer._reset()
     _state.__init__()  # type: ignore[misc]
+    _nonces.__init__()  # type: ignore[misc]
 
 
 os.register_at_fork(after_in_child=_after_fork)
@@ -844,6 +868,20 @@ def verify(*, using: str | None = None, seal_first: bool = True, chunk: int = 20
     for row in _rows(events.filter(seq__isnull=True), "id", chunk):
         report.unsealed += 1
         _check_mac(report, row, None, limit)
+
+    # A copied row carries a valid MAC (the id is not covered until sealing,
+    # and the sealer links whatever it finds): two rows never share a MAC
+    # (each has its own nonce), so a shared one is a copy.
+    from django.db.models import Count, Min
+
+    copies = (events.exclude(mac="").values("mac").annotate(n=Count("id"), first=Min("id"))
+              .filter(n__gt=1).order_by("first"))
+    for copy in copies[:limit]:
+        for row_id, seq in (events.filter(mac=copy["mac"]).exclude(id=copy["first"])
+                            .order_by("id").values_list("id", "seq")):
+            report.add(Problem(row_id, seq, "duplicate",
+                               f"A copy of row id {copy['first']} (same content and MAC): "
+                               "inserted by someone else than the audit writer."), limit)
     return report
 
 
@@ -949,4 +987,5 @@ def prune(*, cutoff: datetime, using: str | None = None, batch_size: int = 1000,
                        "cutoff": cutoff.isoformat(), "via": "cli"})
         result.event_id = events.filter(event="audit.pruned").order_by("-id").values_list(
             "id", flat=True).first()
+        seal(using=alias)  # the checkpoint joins the chain at once
     return result
