@@ -1,11 +1,16 @@
 """Several processes writing and sealing audit rows at once (run by test_audit_chain.py).
 
 Usage: python -m tests.core.audit_writers DB_PATH PROCESSES ROWS
+       python -m tests.core.audit_writers --exit DB_PATH ROWS
+
 
 Each process runs two threads with their own connections: one writes failure
 rows at once and seals every few rows, the other writes success rows through
 the buffer (``APIAUTH_AUDIT_BUFFER_SIZE = 4``). Prints one JSON object: the
 verify report.
+
+With ``--exit``, one process buffers ROWS success rows (buffer far from
+full) and simply ends: the atexit hook must write them. Prints nothing.
 """
 
 from __future__ import annotations
@@ -69,14 +74,18 @@ def _child(n: int, rows: int) -> int:
 
 
 def main() -> None:
-    db_path, processes, rows = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    exit_mode = sys.argv[1] == "--exit"
+    if exit_mode:
+        db_path, processes, rows = sys.argv[2], 1, int(sys.argv[3])
+    else:
+        db_path, processes, rows = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     os.environ["DJANGO_SETTINGS_MODULE"] = "tests.settings"
     from django.conf import settings
 
     settings.DATABASES = {"default": {
         "ENGINE": "django.db.backends.sqlite3", "NAME": db_path, "OPTIONS": {"timeout": 60},
     }}
-    settings.APIAUTH_AUDIT_BUFFER_SIZE = 4
+    settings.APIAUTH_AUDIT_BUFFER_SIZE = 1000 if exit_mode else 4
     settings.APIAUTH_AUDIT_BUFFER_SECONDS = 3600
     import django
 
@@ -92,6 +101,12 @@ def main() -> None:
     with connection.cursor() as cursor:
         cursor.execute("PRAGMA journal_mode=WAL")  # readers do not wait for the writer
     connections.close_all()
+    if exit_mode:
+        for i in range(rows):
+            audit.record(event="authenticate", scheme="api_key", outcome=audit.SUCCESS,
+                         reason="ok", credential_id=f"x{i}")
+        assert audit.buffered() == rows
+        return  # no flush(): the atexit hook writes them
 
     children = []
     for n in range(processes):
