@@ -200,8 +200,15 @@ setting_changed.connect(_forget_keys, dispatch_uid="django_apiauth.audit.keys")
 
 def _at_text(at: datetime) -> str:
     if at.tzinfo is not None:
-        at = at.astimezone(UTC)
-    return at.strftime("%Y-%m-%dT%H:%M:%S.%f")
+        if at.tzinfo is not UTC:
+            at = at.astimezone(UTC)
+        at = at.replace(tzinfo=None)
+    return at.isoformat(timespec="microseconds")
+
+
+# One encoder for every row: json.dumps() with options builds a new one per call.
+_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True,
+                            allow_nan=False)
 
 
 def canonical(values: Mapping[str, Any], nonce: str = "") -> bytes:
@@ -217,9 +224,8 @@ def canonical(values: Mapping[str, Any], nonce: str = "") -> bytes:
     (a random per-process prefix and a counter), so two rows never share a MAC
     and a copied row is found.
     """
-    return json.dumps(
-        [CANONICAL_VERSION, nonce, _at_text(values["at"]), *(values[f] for f in MAC_FIELDS[1:])],
-        sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False,
+    return _ENCODER.encode(
+        [CANONICAL_VERSION, nonce, _at_text(values["at"]), *[values[f] for f in MAC_FIELDS[1:]]]
     ).encode()
 
 
@@ -241,23 +247,26 @@ def compute_mac(values: Mapping[str, Any], key_id: str | None = None,
 
     Without ``key_id`` and ``nonce``: the current key and a fresh nonce (the writer).
     """
-    key_id, key = _key(key_id)
+    if key_id is None:
+        key_id, key = (_RING or keyring())[0]
+    else:
+        key_id, key = _key(key_id)
     if nonce is None:
         nonce = _nonces.next()
-    return f"{key_id}${nonce}${hmac.new(key, canonical(values, nonce), hashlib.sha256).hexdigest()}"
+    return f"{key_id}${nonce}${hmac.digest(key, canonical(values, nonce), 'sha256').hex()}"
 
 
 def link(prev: str, seq: int, row_id: int, mac: str, key_id: str | None = None) -> str:
     """The chain hash of a row: ``HMAC(prev ‖ seq ‖ id ‖ mac)``, tagged with its key id."""
     key_id, key = _key(key_id)
     message = f"{prev}\n{seq}\n{row_id}\n{mac}".encode()
-    return f"{key_id}${hmac.new(key, message, hashlib.sha256).hexdigest()}"
+    return f"{key_id}${hmac.digest(key, message, 'sha256').hex()}"
 
 
 def _head_mac(seq: int, chain: str, start_seq: int, start_prev: str, key_id: str | None = None) -> str:
     key_id, key = _key(key_id)
     message = f"head\n{seq}\n{chain}\n{start_seq}\n{start_prev}".encode()
-    return f"{key_id}${hmac.new(key, message, hashlib.sha256).hexdigest()}"
+    return f"{key_id}${hmac.digest(key, message, 'sha256').hex()}"
 
 
 def _matches(expected_tagged: str, stored: str) -> bool:
