@@ -940,8 +940,7 @@ def prune(*, cutoff: datetime, using: str | None = None, batch_size: int = 1000,
 
     alias = using or audit_alias()
     result = PruneResult()
-    if not dry_run:
-        result.sealed_now = seal(using=alias)
+    result.sealed_now = seal(using=alias)  # old rows not yet sealed could not be pruned
     events = AuditEvent.objects.using(alias)
     if dry_run:
         from ..models import AuditChainHead
