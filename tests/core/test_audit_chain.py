@@ -383,3 +383,26 @@ def test_concurrent_writer_processes_on_a_file_database(tmp_path):
 def test_verify_reads_the_audit_database_alias():
     write(1)
     assert audit.audit_alias() == connection.alias
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_migration_adopts_existing_rows():
+    """Rows written before the upgrade get a MAC under the configured key."""
+    from django.db.migrations.executor import MigrationExecutor
+
+    before = [("django_apiauth", "0003_external_identity")]
+    executor = MigrationExecutor(connection)
+    executor.migrate(before)
+    try:
+        old_apps = executor.loader.project_state(before).apps
+        OldEvent = old_apps.get_model("django_apiauth", "AuditEvent")
+        OldEvent.objects.create(at=timezone.now(), event="authenticate", scheme="api_key",
+                                outcome="failure", reason="bad_secret", credential_id="old",
+                                detail={"n": 1})
+    finally:
+        executor = MigrationExecutor(connection)
+        executor.loader.build_graph()
+        executor.migrate(executor.loader.graph.leaf_nodes())  # back to the latest schema
+    row = AuditEvent.objects.get(credential_id="old")
+    assert row.mac and row.seq is None
+    assert audit.verify().ok
