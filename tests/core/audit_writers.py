@@ -1,6 +1,6 @@
 """Several processes writing and sealing audit rows at once (run by test_audit_chain.py).
 
-Usage: python -m tests.core.audit_writers DB_PATH PROCESSES ROWS
+Usage: python -m tests.core.audit_writers DB_PATH|postgresql://… PROCESSES ROWS
        python -m tests.core.audit_writers --exit DB_PATH ROWS
 
 
@@ -82,9 +82,18 @@ def main() -> None:
     os.environ["DJANGO_SETTINGS_MODULE"] = "tests.settings"
     from django.conf import settings
 
-    settings.DATABASES = {"default": {
-        "ENGINE": "django.db.backends.sqlite3", "NAME": db_path, "OPTIONS": {"timeout": 60},
-    }}
+    if db_path.startswith("postgresql://"):  # postgresql://user@host:port/name (a fresh database)
+        from urllib.parse import urlsplit
+
+        url = urlsplit(db_path)
+        settings.DATABASES = {"default": {
+            "ENGINE": "django.db.backends.postgresql", "NAME": url.path.lstrip("/"),
+            "USER": url.username or "", "HOST": url.hostname or "", "PORT": str(url.port or ""),
+        }}
+    else:
+        settings.DATABASES = {"default": {
+            "ENGINE": "django.db.backends.sqlite3", "NAME": db_path, "OPTIONS": {"timeout": 60},
+        }}
     settings.APIAUTH_AUDIT_BUFFER_SIZE = 1000 if exit_mode else 4
     settings.APIAUTH_AUDIT_BUFFER_SECONDS = 3600
     import django
@@ -98,8 +107,9 @@ def main() -> None:
     with connection.schema_editor() as editor:
         editor.create_model(AuditEvent)
         editor.create_model(AuditChainHead)
-    with connection.cursor() as cursor:
-        cursor.execute("PRAGMA journal_mode=WAL")  # readers do not wait for the writer
+    if connection.vendor == "sqlite":
+        with connection.cursor() as cursor:
+            cursor.execute("PRAGMA journal_mode=WAL")  # readers do not wait for the writer
     connections.close_all()
     if exit_mode:
         for i in range(rows):
