@@ -39,6 +39,7 @@ import ipaddress
 import itertools
 import json
 import logging
+import math
 import os
 import re
 import secrets
@@ -118,6 +119,8 @@ def clean_detail(detail: Mapping[str, Any] | None, depth: int = 0) -> dict[str, 
             out[key] = REDACTED
         elif isinstance(value, Mapping) and depth < 3:
             out[key] = clean_detail(value, depth + 1)
+        elif isinstance(value, float) and not math.isfinite(value):
+            out[key] = str(value)  # NaN / Infinity are not JSON (PostgreSQL refuses them)
         elif isinstance(value, bool | int | float) or value is None:
             out[key] = value
         elif isinstance(value, list | tuple | set | frozenset):
@@ -220,13 +223,28 @@ def canonical(values: Mapping[str, Any], nonce: str = "") -> bytes:
     where ``at`` is UTC with microseconds (``2025-01-31T08:00:00.000000``),
     ``ip`` the address's canonical text or null and ``user_id`` an integer or
     null. These are exactly the values the database gives back, so the same
-    bytes are rebuilt from a stored row. ``nonce`` is unique per row written
+    bytes are rebuilt from a stored row (integral floats in ``detail`` are
+    written as integers, as ``jsonb`` returns them). ``nonce`` is unique per row written
     (a random per-process prefix and a counter), so two rows never share a MAC
     and a copied row is found.
     """
-    return _ENCODER.encode(
-        [CANONICAL_VERSION, nonce, _at_text(values["at"]), *[values[f] for f in MAC_FIELDS[1:]]]
-    ).encode()
+    detail = values["detail"]
+    return _ENCODER.encode([
+        CANONICAL_VERSION, nonce, _at_text(values["at"]), *[values[f] for f in MAC_FIELDS[1:-1]],
+        _json_numbers(detail) if detail else detail,
+    ]).encode()
+
+
+def _json_numbers(value: Any) -> Any:
+    """Integral floats as integers: PostgreSQL's ``jsonb`` gives ``1e20`` back as
+    ``100000000000000000000``, so both must serialise alike."""
+    if isinstance(value, float):
+        return int(value) if value.is_integer() else value
+    if isinstance(value, dict):
+        return {k: _json_numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_numbers(v) for v in value]
+    return value
 
 
 class _Nonces:

@@ -406,3 +406,11 @@ def test_the_migration_adopts_existing_rows():
     row = AuditEvent.objects.get(credential_id="old")
     assert row.mac and row.seq is None
     assert audit.verify().ok
+
+
+@pytest.mark.parametrize("value", [1e20, 2.0, -0.0, 0.1, 1.5e-07, float("nan"), float("inf"),
+                                   2**70, "é\u202e", True, None])
+def test_detail_values_survive_the_round_trip(value):
+    audit.record(event="authenticate", scheme="t", outcome=audit.FAILURE, reason="malformed",
+                 detail={"v": value, "nested": {"v": value}})
+    assert audit.verify().ok
