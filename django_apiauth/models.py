@@ -452,17 +452,13 @@ class AuditEvent(models.Model):
             models.Index(fields=["ip", "-at"], name="apiauth_audit_ip", condition=_FAILURE),
             models.Index(fields=["scheme", "-at"], name="apiauth_audit_scheme", condition=_FAILURE),
         ]
-        # The hash chain: sealed rows are walked by ``seq`` (a partial unique
-        # index that unsealed rows, i.e. every INSERT, never touch); the
-        # sealer finds the unsealed rows through a small partial index that
-        # holds only them.
+        # The hash chain: sealed rows are walked by ``seq``, through a partial
+        # unique index that unsealed rows, i.e. every INSERT, never touch. The
+        # sealer finds unsealed rows by a primary-key range (no index of its
+        # own: that would be one more B-tree write per request).
         constraints = [
             models.UniqueConstraint(fields=["seq"], name="apiauth_audit_seq",
                                     condition=models.Q(seq__isnull=False)),
-        ]
-        indexes += [
-            models.Index(fields=["id"], name="apiauth_audit_unsealed",
-                         condition=models.Q(seq__isnull=True)),
         ]
 
     def __str__(self) -> str:

@@ -49,6 +49,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
+from json.encoder import c_make_encoder, encode_basestring_ascii  # type: ignore[attr-defined]
 from typing import Any
 
 from cryptography.hazmat.primitives import hashes
@@ -209,9 +210,24 @@ def _at_text(at: datetime) -> str:
     return at.isoformat(timespec="microseconds")
 
 
-# One encoder for every row: json.dumps() with options builds a new one per call.
+# One encoder for every row: json.dumps() with options builds a new one per call,
+# and JSONEncoder.encode() a new C encoder per call; build the C one once.
 _ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True,
                             allow_nan=False)
+
+
+def _not_json(value: object) -> Any:
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+if c_make_encoder is not None:  # CPython
+    _C_ENCODE = c_make_encoder(None, _not_json, encode_basestring_ascii, None, ":", ",",
+                               True, False, False)
+
+    def _encode(value: Any) -> str:
+        return "".join(_C_ENCODE(value, 0))
+else:  # pragma: no cover - Python without the C accelerator
+    _encode = _ENCODER.encode
 
 
 def canonical(values: Mapping[str, Any], nonce: str = "") -> bytes:
@@ -229,7 +245,7 @@ def canonical(values: Mapping[str, Any], nonce: str = "") -> bytes:
     and a copied row is found.
     """
     detail = values["detail"]
-    return _ENCODER.encode([
+    return _encode([
         CANONICAL_VERSION, nonce, _at_text(values["at"]), *[values[f] for f in MAC_FIELDS[1:-1]],
         _json_numbers(detail) if detail else detail,
     ]).encode()
@@ -322,7 +338,7 @@ class _CompiledInsert:
     would call), picked once here instead of on every row.
     """
 
-    __slots__ = ("adapters", "fields", "statement")
+    __slots__ = ("adapters", "adapters_no_detail", "fields", "statement")
 
     def __init__(self, connection: Any) -> None:
         from django.db import models
@@ -348,11 +364,20 @@ class _CompiledInsert:
             else:  # pragma: no cover - a field added later: the generic path
                 adapters.append(lambda value, f=field_: f.get_db_prep_save(value, connection))
         self.adapters = adapters
+        # Most rows have no detail: adapt ``{}`` once (the backend's JSON adapter
+        # builds an encoder on every call).
+        empty = next(adapt for f, adapt in zip(self.fields, adapters, strict=True)
+                     if f.attname == "detail")({})
+        self.adapters_no_detail = [
+            (lambda _value, empty=empty: empty) if f.attname == "detail" else adapt
+            for f, adapt in zip(self.fields, adapters, strict=True)
+        ]
 
     def params(self, values: Mapping[str, Any]) -> list[Any]:
+        adapters = self.adapters if values["detail"] else self.adapters_no_detail
         return [
-            values.get(f.attname) if adapt is None else adapt(values[f.attname])
-            for f, adapt in zip(self.fields, self.adapters, strict=True)
+            values[f.attname] if adapt is None else adapt(values[f.attname])
+            for f, adapt in zip(self.fields, adapters, strict=True)
         ]
 
     def execute_many(self, connection: Any, rows: Sequence[list[Any]]) -> None:
@@ -697,17 +722,27 @@ def _update_rows(alias: str, updates: list[tuple[int, str, int]]) -> None:
         cursor.executemany(sql, updates)
 
 
-def _seal_batch(alias: str, batch_size: int, nowait: bool) -> int | None:
+#: How far below the last sealed row's id an ordinary sealing pass looks for
+#: rows that committed late (a transaction still open when later ids were
+#: sealed). Older stragglers are sealed by a sweep (verify_audit, prune_audit).
+SEAL_LOOKBACK = 10_000
+
+
+def _seal_batch(alias: str, batch_size: int, nowait: bool, sweep: bool) -> int | None:
     from ..models import AuditEvent
 
+    events = AuditEvent.objects.using(alias)
     with transaction.atomic(using=alias):
         head = _lock_head(alias, nowait=nowait)
         if head is None:
             return None
-        rows = list(
-            AuditEvent.objects.using(alias).filter(seq__isnull=True)
-            .order_by("id").values_list("id", "mac")[:batch_size]
-        )
+        unsealed = events.filter(seq__isnull=True)
+        if not sweep and head.seq:
+            # A primary-key range scan from just below the last sealed row.
+            last_id = events.filter(seq=head.seq).values_list("id", flat=True).first()
+            if last_id is not None:
+                unsealed = unsealed.filter(id__gt=last_id - SEAL_LOOKBACK)
+        rows = list(unsealed.order_by("id").values_list("id", "mac")[:batch_size])
         if not rows:
             return 0
         prev, seq = head.chain, head.seq
@@ -725,21 +760,23 @@ def _seal_batch(alias: str, batch_size: int, nowait: bool) -> int | None:
 
 
 def seal(*, using: str | None = None, batch_size: int = 1000, max_batches: int | None = None,
-         nowait: bool = False) -> int:
+         nowait: bool = False, sweep: bool = False) -> int:
     """Link every committed unsealed row into the chain, oldest id first.
 
     One transaction per batch of ``batch_size`` rows, each holding the chain
     head's lock only for that batch. Rows committed late (a lower id than rows
     already sealed) are simply sealed in a later batch: the chain's order is
-    ``seq``, the order of sealing. With ``nowait``, returns at once when
-    another process is sealing (PostgreSQL; SQLite waits for its write lock).
-    Returns the number of rows sealed.
+    ``seq``, the order of sealing. An ordinary pass looks for them down to
+    :data:`SEAL_LOOKBACK` ids below the last sealed row (a primary-key range);
+    ``sweep`` looks through the whole table. With ``nowait``, returns at once
+    when another process is sealing (PostgreSQL; SQLite waits for its write
+    lock). Returns the number of rows sealed.
     """
     alias = using or audit_alias()
     _ensure_head(alias)
     total = batches = 0
     while max_batches is None or batches < max_batches:
-        sealed = _seal_batch(alias, batch_size, nowait)
+        sealed = _seal_batch(alias, batch_size, nowait, sweep)
         if sealed is None:
             break
         total += sealed
@@ -848,7 +885,7 @@ def verify(*, using: str | None = None, seal_first: bool = True, chunk: int = 20
     alias = using or audit_alias()
     report = Report()
     if seal_first:
-        report.sealed_now = seal(using=alias)
+        report.sealed_now = seal(using=alias, sweep=True)
     head = AuditChainHead.objects.using(alias).filter(pk=1).first()
     events = AuditEvent.objects.using(alias)
     if head is None:
@@ -958,7 +995,7 @@ def prune(*, cutoff: datetime, using: str | None = None, batch_size: int = 1000,
 
     alias = using or audit_alias()
     result = PruneResult()
-    result.sealed_now = seal(using=alias)  # old rows not yet sealed could not be pruned
+    result.sealed_now = seal(using=alias, sweep=True)  # unsealed old rows could not be pruned
     events = AuditEvent.objects.using(alias)
     if dry_run:
         from ..models import AuditChainHead

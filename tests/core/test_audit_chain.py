@@ -414,3 +414,16 @@ def test_detail_values_survive_the_round_trip(value):
     audit.record(event="authenticate", scheme="t", outcome=audit.FAILURE, reason="malformed",
                  detail={"v": value, "nested": {"v": value}})
     assert audit.verify().ok
+
+
+def test_a_straggler_beyond_the_lookback_is_sealed_by_the_sweep(monkeypatch):
+    rows = write(3)
+    late_values = dict(AuditEvent.objects.filter(pk=rows[0].pk).values(*audit.MAC_FIELDS).get(),
+                       credential_id="late")
+    AuditEvent.objects.filter(pk=rows[0].pk).delete()
+    audit.seal()
+    AuditEvent.objects.create(pk=rows[0].pk, **late_values, mac=audit.compute_mac(late_values))
+    monkeypatch.setattr(audit, "SEAL_LOOKBACK", 1)  # the ordinary pass looks above id 2 only
+    assert audit.seal() == 0
+    report = audit.verify()  # sweeps the whole table first
+    assert report.ok and report.sealed_now == 1 and report.checked == 3
