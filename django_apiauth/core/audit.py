@@ -33,6 +33,7 @@ other row is written at once.
 from __future__ import annotations
 
 import atexit
+import base64
 import hashlib
 import hmac
 import ipaddress
@@ -265,7 +266,7 @@ def _json_numbers(value: Any) -> Any:
 
 class _Nonces:
     def __init__(self) -> None:
-        self.prefix = secrets.token_hex(6)
+        self.prefix = secrets.token_urlsafe(6)  # 48 random bits, 8 characters
         self.counter = itertools.count()
 
     def next(self) -> str:
@@ -275,9 +276,15 @@ class _Nonces:
 _nonces = _Nonces()
 
 
+def _tag(key: bytes, message: bytes) -> str:
+    """HMAC-SHA256 truncated to 128 bits (RFC 2104 §5), base64url without padding:
+    22 characters per row instead of 64 for the hex of the full MAC."""
+    return base64.urlsafe_b64encode(hmac.digest(key, message, "sha256")[:16]).decode()[:22]
+
+
 def compute_mac(values: Mapping[str, Any], key_id: str | None = None,
                 nonce: str | None = None) -> str:
-    """``<key id>$<nonce>$<hex HMAC-SHA256 of canonical(values, nonce)>``.
+    """``<key id>$<nonce>$<tag>``, the tag being HMAC-SHA256 of ``canonical(values, nonce)``.
 
     Without ``key_id`` and ``nonce``: the current key and a fresh nonce (the writer).
     """
@@ -287,20 +294,20 @@ def compute_mac(values: Mapping[str, Any], key_id: str | None = None,
         key_id, key = _key(key_id)
     if nonce is None:
         nonce = _nonces.next()
-    return f"{key_id}${nonce}${hmac.digest(key, canonical(values, nonce), 'sha256').hex()}"
+    return f"{key_id}${nonce}${_tag(key, canonical(values, nonce))}"
 
 
 def link(prev: str, seq: int, row_id: int, mac: str, key_id: str | None = None) -> str:
-    """The chain hash of a row: ``HMAC(prev ‖ seq ‖ id ‖ mac)``, tagged with its key id."""
+    """The chain hash of a row: ``<key id>$<tag of prev ‖ seq ‖ id ‖ mac>``."""
     key_id, key = _key(key_id)
     message = f"{prev}\n{seq}\n{row_id}\n{mac}".encode()
-    return f"{key_id}${hmac.digest(key, message, 'sha256').hex()}"
+    return f"{key_id}${_tag(key, message)}"
 
 
 def _head_mac(seq: int, chain: str, start_seq: int, start_prev: str, key_id: str | None = None) -> str:
     key_id, key = _key(key_id)
     message = f"head\n{seq}\n{chain}\n{start_seq}\n{start_prev}".encode()
-    return f"{key_id}${hmac.digest(key, message, 'sha256').hex()}"
+    return f"{key_id}${_tag(key, message)}"
 
 
 def _matches(expected_tagged: str, stored: str) -> bool:
