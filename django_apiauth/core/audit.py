@@ -57,7 +57,14 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from django.conf import settings
 from django.core.signals import request_finished, setting_changed
-from django.db import DatabaseError, IntegrityError, connections, router, transaction
+from django.db import (
+    DEFAULT_DB_ALIAS,
+    DatabaseError,
+    IntegrityError,
+    connections,
+    router,
+    transaction,
+)
 from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.connection import ConnectionDoesNotExist
@@ -210,10 +217,8 @@ setting_changed.connect(_forget_keys, dispatch_uid="django_apiauth.audit.keys")
 # -- canonical serialisation, MAC and chain links -------------------------------
 
 def _at_text(at: datetime) -> str:
-    if at.tzinfo is not None:
-        if at.tzinfo is not UTC:
-            at = at.astimezone(UTC)
-        at = at.replace(tzinfo=None)
+    if at.utcoffset():  # an aware time outside UTC (Django gives UTC back)
+        at = at.astimezone(UTC)
     return at.isoformat(timespec="microseconds")
 
 
@@ -243,7 +248,8 @@ def canonical(values: Mapping[str, Any], nonce: str = "") -> bytes:
     A JSON array (no whitespace, ASCII only, object keys sorted at every level):
     ``[CANONICAL_VERSION, nonce, at, event, scheme, outcome, reason, user_id,
     username, credential_id, ip, user_agent, method, path, request_id, detail]``,
-    where ``at`` is UTC with microseconds (``2025-01-31T08:00:00.000000``),
+    where ``at`` is ISO 8601 in UTC with microseconds
+    (``2025-01-31T08:00:00.000000+00:00``; no offset when ``USE_TZ`` is off),
     ``ip`` the address's canonical text or null and ``user_id`` an integer or
     null. These are exactly the values the database gives back, so the same
     bytes are rebuilt from a stored row (integral floats in ``detail`` are
@@ -420,9 +426,19 @@ def _compiled(connection: Any) -> _CompiledInsert:
 
 def audit_alias() -> str:
     """The database alias audit rows are written to."""
+    alias = app_settings.AUDIT_DATABASE
+    if alias:
+        return alias
+    if not router.routers:  # no DATABASE_ROUTERS: what db_for_write() would answer
+        return DEFAULT_DB_ALIAS
     from ..models import AuditEvent
 
-    return app_settings.AUDIT_DATABASE or router.db_for_write(AuditEvent)
+    return router.db_for_write(AuditEvent)
+
+
+@lru_cache(maxsize=8)
+def _meta_key(header: str) -> str:
+    return "HTTP_" + header.upper().replace("-", "_")
 
 
 def record(
@@ -449,9 +465,7 @@ def record(
         user_agent = meta.get("HTTP_USER_AGENT", "")
         method = meta.get("REQUEST_METHOD", "")
         path = meta.get("PATH_INFO", "")
-        request_id = meta.get(
-            "HTTP_" + app_settings.REQUEST_ID_HEADER.upper().replace("-", "_"), ""
-        )
+        request_id = meta.get(_meta_key(app_settings.REQUEST_ID_HEADER), "")
     else:
         user_agent = method = path = request_id = ""
     if user is not None and getattr(user, "pk", None) is None:
