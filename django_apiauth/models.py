@@ -394,7 +394,7 @@ class AuditEvent(models.Model):
     * ``ip``, ``user_agent``, ``method``, ``path``, ``request_id``: from the
       request, sanitised and bounded. ``path`` never includes the query string.
     * ``detail``: JSON with extra facts; secret-looking keys are redacted.
-    * ``mac``: ``<key id>$<nonce>$<hex>``, HMAC-SHA256 of the row's canonical
+    * ``mac``: ``<key id>$<nonce>$<tag>``, HMAC-SHA256 (128 bits) of the row's canonical
       serialisation (every field above) under the audit key, computed by the
       writer: an edited or forged row no longer matches it
       (:mod:`django_apiauth.core.audit`, ``docs/audit-integrity.md``).
