@@ -541,11 +541,14 @@ class _Buffer:
             self.rows.append((alias, values))
             due = self._due(now, size, seconds)
         if due:
-            connection = connections[alias]
+            try:
+                in_transaction = connections[alias].in_atomic_block
+            except ConnectionDoesNotExist:  # check apiauth.E006; flush() logs it
+                in_transaction = False
             # Never inside the request's transaction: a rollback would take
             # other requests' rows with it. request_finished flushes instead.
-            if not connection.in_atomic_block:
-                flush(automatic=True)
+            if not in_transaction:
+                flush()
 
     def _due(self, now: float, size: int, seconds: float) -> bool:
         if not self.rows or now < self.retry_after:
@@ -607,7 +610,7 @@ class FlushResult:
     errors: list[str] = field(default_factory=list)
 
 
-def flush(*, automatic: bool = False) -> FlushResult:
+def flush() -> FlushResult:
     """Write every buffered row now, one bulk INSERT per database.
 
     Never raises: a database error is logged (type only, no values) and the
@@ -654,7 +657,7 @@ def _timer_flush() -> None:
     with _buffer.lock:
         _buffer.timer = None
     try:
-        flush(automatic=True)
+        flush()
     finally:
         # This thread's connections are its own: never leave them open.
         for conn in connections.all(initialized_only=True):
@@ -824,7 +827,7 @@ def _on_request_finished(**kwargs: Any) -> None:
     """
     try:
         if len(_buffer) and _buffer.due():
-            flush(automatic=True)
+            flush()
         interval = app_settings.AUDIT_SEAL_INTERVAL
         if interval and _state.written and time.monotonic() - _state.last_seal >= interval:
             _state.last_seal = time.monotonic()

@@ -231,3 +231,12 @@ def test_a_failing_flush_when_full_never_raises_into_record(buffering, caplog):
     assert "OperationalError" in caplog.text
     audit.flush()
     assert AuditEvent.objects.count() == 4
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_misspelt_audit_database_never_raises_into_a_buffered_success(caplog):
+    with override_settings(APIAUTH_AUDIT_BUFFER_SIZE=1, APIAUTH_AUDIT_BUFFER_SECONDS=3600,
+                           APIAUTH_AUDIT_DATABASE="nope"):
+        success(0)  # full at once: the flush fails and is logged
+        assert audit.buffered() == 1
+    assert "ConnectionDoesNotExist" in caplog.text
