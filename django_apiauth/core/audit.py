@@ -563,6 +563,7 @@ class _Buffer:
     def take(self) -> list[tuple[str, dict[str, Any]]]:
         with self.lock:
             rows, self.rows = self.rows, []
+            self.retry_after = 0.0  # a failure of this attempt sets it again
             if self.timer is not None:
                 self.timer.cancel()
                 self.timer = None
