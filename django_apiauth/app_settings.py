@@ -382,6 +382,30 @@ class AppSettings:
         ``{"email": ["sec@example.com"], "webhook": "https://…", "timeout": 3.0,
         "kinds": ["lockout", …]}``."""
         return dict(self._setting("ALERTS", None) or {})
+    # -- audit integrity and buffering (docs/audit-integrity.md) ---------------
+
+    @property
+    def AUDIT_KEYS_ARE_SET(self) -> bool:
+        return bool(self._setting("AUDIT_KEYS", None))
+
+    @property
+    def AUDIT_BUFFER_SIZE(self) -> int:
+        """Buffer up to N successful-authentication audit rows per process and
+        write them in one bulk INSERT (default 0: every row written at once).
+        A crash loses at most N rows / ``AUDIT_BUFFER_SECONDS`` of them."""
+        return int(self._setting("AUDIT_BUFFER_SIZE", 0) or 0)
+
+    @property
+    def AUDIT_BUFFER_SECONDS(self) -> float:
+        """Oldest age of a buffered row before the buffer is written (2.0 s)."""
+        return float(self._setting("AUDIT_BUFFER_SECONDS", 2.0))
+
+    @property
+    def AUDIT_SEAL_INTERVAL(self) -> float:
+        """Seconds between two sealing passes of one process, run after a
+        request has finished (10; 0 turns automatic sealing off: run
+        ``verify_audit`` from cron instead)."""
+        return float(self._setting("AUDIT_SEAL_INTERVAL", 10.0) or 0)
 
 
 def _derive_pepper(secret_key: str) -> bytes:

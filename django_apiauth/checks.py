@@ -117,6 +117,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
             id="apiauth.W004",
         ))
     errors.extend(_check_abuse_settings())
+    errors.extend(_check_audit_integrity())
     return errors
 
 
@@ -176,6 +177,33 @@ def _check_abuse_settings() -> list[Any]:
         errors.append(Error(
             "APIAUTH_ALERTS['webhook'] is not an http(s) URL.",
             hint="Use e.g. 'https://hooks.example.com/apiauth'.", id="apiauth.E053",
+        ))
+    return errors
+
+
+def _check_audit_integrity() -> list[Any]:
+    """Audit hash chain key and buffering (docs/audit-integrity.md)."""
+    errors: list[Any] = []
+    if not app_settings.AUDIT_KEYS_ARE_SET and not settings.DEBUG:
+        errors.append(Warning(
+            "APIAUTH_AUDIT_KEYS is not set: audit rows are authenticated under a key derived "
+            "from SECRET_KEY, so rotating SECRET_KEY (and later dropping it from "
+            "SECRET_KEY_FALLBACKS) makes older audit rows unverifiable.",
+            hint="Set APIAUTH_AUDIT_KEYS = [\"<random string of 32+ characters>\"], kept outside "
+            "the database (environment or secrets manager); add new keys in front, keep old ones.",
+            id="apiauth.W060",
+        ))
+    try:
+        size, seconds = app_settings.AUDIT_BUFFER_SIZE, app_settings.AUDIT_BUFFER_SECONDS
+    except (TypeError, ValueError):
+        size, seconds = -1, -1.0
+    if size < 0 or seconds <= 0:
+        errors.append(Error(
+            "APIAUTH_AUDIT_BUFFER_SIZE must be 0 or more and APIAUTH_AUDIT_BUFFER_SECONDS more "
+            "than 0.",
+            hint="E.g. APIAUTH_AUDIT_BUFFER_SIZE = 100, APIAUTH_AUDIT_BUFFER_SECONDS = 2.0 (or "
+            "size 0 to write every row at once).",
+            id="apiauth.E060",
         ))
     return errors
 

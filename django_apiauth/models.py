@@ -394,6 +394,14 @@ class AuditEvent(models.Model):
     * ``ip``, ``user_agent``, ``method``, ``path``, ``request_id``: from the
       request, sanitised and bounded. ``path`` never includes the query string.
     * ``detail``: JSON with extra facts; secret-looking keys are redacted.
+    * ``mac``: ``<key id>$<nonce>$<tag>``, HMAC-SHA256 (128 bits) of the row's canonical
+      serialisation (every field above) under the audit key, computed by the
+      writer: an edited or forged row no longer matches it
+      (:mod:`django_apiauth.core.audit`, ``docs/audit-integrity.md``).
+    * ``seq`` / ``chain``: the row's position in the hash chain and
+      ``HMAC(previous chain ‖ seq ‖ id ‖ mac)``, set when the row is sealed
+      (after it commits, in ``seq`` order, under the :class:`AuditChainHead`
+      lock); empty until then.
     """
 
     SUCCESS = "success"
@@ -419,6 +427,10 @@ class AuditEvent(models.Model):
     path = models.CharField(_("path"), max_length=512, blank=True, default="")
     request_id = models.CharField(_("request id"), max_length=128, blank=True, default="")
     detail = models.JSONField(_("detail"), default=dict, blank=True)
+    mac = models.CharField(_("MAC"), max_length=100, blank=True, default="", editable=False)
+    seq = models.BigIntegerField(_("chain position"), null=True, blank=True, editable=False)
+    chain = models.CharField(_("chain hash"), max_length=80, blank=True, default="",
+                             editable=False)
 
     objects = AuditEventQuerySet.as_manager()
 
@@ -440,9 +452,47 @@ class AuditEvent(models.Model):
             models.Index(fields=["ip", "-at"], name="apiauth_audit_ip", condition=_FAILURE),
             models.Index(fields=["scheme", "-at"], name="apiauth_audit_scheme", condition=_FAILURE),
         ]
+        # The hash chain: sealed rows are walked by ``seq``, through a partial
+        # unique index that unsealed rows, i.e. every INSERT, never touch. The
+        # sealer finds unsealed rows by a primary-key range (no index of its
+        # own: that would be one more B-tree write per request).
+        constraints = [
+            models.UniqueConstraint(fields=["seq"], name="apiauth_audit_seq",
+                                    condition=models.Q(seq__isnull=False)),
+        ]
 
     def __str__(self) -> str:
         return f"{self.at:%Y-%m-%d %H:%M:%S} {self.scheme} {self.outcome} {self.reason}"
+
+
+class AuditChainHead(models.Model):
+    """The one row that orders the audit hash chain (``docs/audit-integrity.md``).
+
+    Sealing locks it (``UPDATE`` first: a row lock on PostgreSQL, the write
+    lock on SQLite), so sealers in several processes take turns.
+
+    * ``seq`` / ``chain``: the last sealed row's position and chain hash.
+    * ``start_seq`` / ``start_prev``: where the chain begins: 1 and the
+      genesis value, or the first row kept by ``prune_audit`` and the chain
+      hash of the last row it deleted.
+    * ``mac``: HMAC of the four values under the audit key, so the start
+      cannot be moved by someone with database access alone.
+    """
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1)
+    seq = models.BigIntegerField(default=0)
+    chain = models.CharField(max_length=80, blank=True, default="")
+    start_seq = models.BigIntegerField(default=1)
+    start_prev = models.CharField(max_length=80, blank=True, default="")
+    mac = models.CharField(max_length=80, blank=True, default="")
+    sealed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("audit chain head")
+        verbose_name_plural = _("audit chain head")
+
+    def __str__(self) -> str:
+        return f"audit chain at {self.seq}"
 
 
 class ExternalIdentity(models.Model):

@@ -17,3 +17,7 @@ APIAUTH_PEPPER = "test-pepper-0123456789abcdef0123456789abcdef"
 SECURE_SSL_REDIRECT = False
 # Local-memory caches and no reverse proxy, on purpose.
 SILENCED_SYSTEM_CHECKS = ["apiauth.W002", "apiauth.W005", "apiauth.W050", "apiauth.W051"]
+APIAUTH_AUDIT_KEYS = ["test-audit-key-0123456789abcdef0123456789abcdef"]
+# No sealing pass after requests in the suite (it would add queries to random
+# tests); the audit-integrity tests turn it on where they test it.
+APIAUTH_AUDIT_SEAL_INTERVAL = 0

@@ -87,3 +87,22 @@ def test_expiring_ca_warning():
 
 def test_unknown_client_cert_format():
     assert "apiauth.E008" in ids(APIAUTH_CLIENT_CERT_HEADERS={"X-Client": "traefik"})
+
+
+def test_missing_audit_key_in_production():
+    assert "apiauth.W060" in ids(APIAUTH_AUDIT_KEYS=None, DEBUG=False)
+    assert "apiauth.W060" not in ids(APIAUTH_AUDIT_KEYS=None, DEBUG=True)
+
+
+@pytest.mark.parametrize("overrides", [
+    {"APIAUTH_AUDIT_BUFFER_SIZE": -1},
+    {"APIAUTH_AUDIT_BUFFER_SECONDS": 0},
+    {"APIAUTH_AUDIT_BUFFER_SECONDS": -2},
+    {"APIAUTH_AUDIT_BUFFER_SIZE": "lots"},
+])
+def test_bad_audit_buffer_settings(overrides):
+    assert "apiauth.E060" in ids(**overrides)
+
+
+def test_good_audit_buffer_settings():
+    assert "apiauth.E060" not in ids(APIAUTH_AUDIT_BUFFER_SIZE=100, APIAUTH_AUDIT_BUFFER_SECONDS=2)

@@ -82,6 +82,7 @@ OAUTH_SLOW_DOWN = "slow_down"
 OAUTH_ACCESS_DENIED = "access_denied"
 OAUTH_EXPIRED_TOKEN = "expired_token"  # noqa: S105 (a reason code)
 OAUTH_OTHER_ERROR = "oauth_error"
+PRUNED = "pruned"  # audit.pruned: prune_audit deleted old audit rows
 
 ALL = frozenset(
     value for name, value in dict(globals()).items() if name.isupper() and isinstance(value, str)

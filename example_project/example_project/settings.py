@@ -46,6 +46,10 @@ SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY") or _var_secret(
 APIAUTH_PEPPER = os.environ.get("APIAUTH_PEPPER") or _var_secret(
     "pepper", lambda: secrets.token_urlsafe(48)
 )
+# The key of the audit trail's hash chain (docs/audit-integrity.md): outside the database.
+APIAUTH_AUDIT_KEYS = [os.environ.get("APIAUTH_AUDIT_KEY") or _var_secret(
+    "audit_key", lambda: secrets.token_urlsafe(48)
+)]
 DEBUG = os.environ.get("DJANGO_DEBUG", "1") == "1"
 ALLOWED_HOSTS = os.environ.get("DJANGO_ALLOWED_HOSTS", "127.0.0.1 localhost testserver").split()
 
