@@ -391,14 +391,16 @@ class AppSettings:
     @property
     def AUDIT_BUFFER_SIZE(self) -> int:
         """Buffer up to N successful-authentication audit rows per process and
-        write them in one bulk INSERT (default 0: every row written at once).
-        A crash loses at most N rows / ``AUDIT_BUFFER_SECONDS`` of them."""
-        return int(self._setting("AUDIT_BUFFER_SIZE", 0) or 0)
+        write them in one bulk INSERT (default 50; 0: every row written at once).
+        A crash loses at most N rows / ``AUDIT_BUFFER_SECONDS`` of them; while
+        the audit database refuses writes, rows are written at once (and the
+        request refused if that fails too)."""
+        return int(self._setting("AUDIT_BUFFER_SIZE", 50) or 0)
 
     @property
     def AUDIT_BUFFER_SECONDS(self) -> float:
-        """Oldest age of a buffered row before the buffer is written (2.0 s)."""
-        return float(self._setting("AUDIT_BUFFER_SECONDS", 2.0))
+        """Oldest age of a buffered row before the buffer is written (1.0 s)."""
+        return float(self._setting("AUDIT_BUFFER_SECONDS", 1.0))
 
     @property
     def AUDIT_SEAL_INTERVAL(self) -> float:

@@ -21,3 +21,6 @@ APIAUTH_AUDIT_KEYS = ["test-audit-key-0123456789abcdef0123456789abcdef"]
 # No sealing pass after requests in the suite (it would add queries to random
 # tests); the audit-integrity tests turn it on where they test it.
 APIAUTH_AUDIT_SEAL_INTERVAL = 0
+# Tests read audit rows right after a request: every row written at once. The
+# buffered default is tested in tests/core/test_audit_buffer.py.
+APIAUTH_AUDIT_BUFFER_SIZE = 0

@@ -457,7 +457,8 @@ def record(
     """Write one audit row. Raises :class:`AuditUnavailable` if it cannot.
 
     With ``APIAUTH_AUDIT_BUFFER_SIZE`` set, a successful ``authenticate`` row
-    is buffered instead (never raises); see :func:`flush`.
+    is buffered instead (see :func:`flush`), unless the buffer's last write
+    failed: then it is written at once like every other row.
     """
     if request is not None:
         meta = request.META
@@ -490,9 +491,12 @@ def record(
     }
     values["mac"] = compute_mac(values)
     alias = audit_alias()
-    if outcome == SUCCESS and event == "authenticate" and app_settings.AUDIT_BUFFER_SIZE > 0:
-        _buffer.add(alias, values)
+    if outcome == SUCCESS and event == "authenticate" and app_settings.AUDIT_BUFFER_SIZE > 0 \
+            and _buffer.add(alias, values):
         return
+    # Written at once: every row but a success, or a success the buffer refused
+    # because its last write failed (fail closed: no success goes unrecorded
+    # while the audit database is down; the INSERT below raises instead).
     try:
         connection = connections[alias]
     except ConnectionDoesNotExist:  # a misspelt APIAUTH_AUDIT_DATABASE (check apiauth.E006)
@@ -530,11 +534,21 @@ class _Buffer:
     def __len__(self) -> int:
         return len(self.rows)
 
-    def add(self, alias: str, values: dict[str, Any]) -> None:
+    def add(self, alias: str, values: dict[str, Any]) -> bool:
+        """Buffer one row; ``False`` (not buffered) while the last write failed.
+
+        Back-pressure keeps the promise that no success goes unrecorded while
+        the audit database is down: after a failed flush the caller writes each
+        row at once (and refuses the request with 503 if that fails too), so
+        the buffer never grows past one batch and a crash loses at most
+        ``APIAUTH_AUDIT_BUFFER_SIZE`` rows / ``APIAUTH_AUDIT_BUFFER_SECONDS``.
+        """
         now = time.monotonic()
         size = app_settings.AUDIT_BUFFER_SIZE
         seconds = app_settings.AUDIT_BUFFER_SECONDS
         with self.lock:
+            if now < self.retry_after:
+                return False
             if not self.rows:
                 self.oldest = now
                 self._start_timer(seconds)
@@ -549,6 +563,7 @@ class _Buffer:
             # other requests' rows with it. request_finished flushes instead.
             if not in_transaction:
                 flush()
+        return True
 
     def _due(self, now: float, size: int, seconds: float) -> bool:
         if not self.rows or now < self.retry_after:

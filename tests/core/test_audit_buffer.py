@@ -49,8 +49,19 @@ def auth(key: str) -> dict[str, str]:
     return {"HTTP_AUTHORIZATION": f"Api-Key {key}"}
 
 
-def test_off_by_default_every_row_written_at_once():
-    success()
+def test_buffering_is_on_by_default(settings):
+    from django.core.signals import setting_changed
+
+    del settings.APIAUTH_AUDIT_BUFFER_SIZE
+    del settings.APIAUTH_AUDIT_BUFFER_SECONDS
+    # Deleting a setting sends no setting_changed: empty the settings memo by hand.
+    setting_changed.send(sender=None, setting="APIAUTH_AUDIT_BUFFER_SIZE", value=None, enter=True)
+    assert (audit.app_settings.AUDIT_BUFFER_SIZE, audit.app_settings.AUDIT_BUFFER_SECONDS) == (50, 1.0)
+
+
+def test_off_every_row_written_at_once():
+    with override_settings(APIAUTH_AUDIT_BUFFER_SIZE=0):
+        success()
     assert audit.buffered() == 0
     assert AuditEvent.objects.count() == 1
 
@@ -159,18 +170,56 @@ def test_database_down_on_the_request_path_is_never_a_500(client, api_key):
     assert AuditEvent.objects.filter(event="authenticate", outcome="success").count() == 1
 
 
-def test_an_unreachable_database_for_long_drops_the_oldest_rows_and_says_so(caplog):
-    with override_settings(APIAUTH_AUDIT_BUFFER_SIZE=10, APIAUTH_AUDIT_BUFFER_SECONDS=3600), \
-            mock.patch.object(audit._CompiledInsert, "execute_many", _down):
-        for i in range(1005):
-            success(i)
-        audit.flush()
-    assert audit.buffered() == 1000
-    assert audit._buffer.dropped == 5
-    assert "5 successful-authentication rows dropped" in caplog.text
+class _RefusingInsert:
+    """The audit INSERT of a database that refuses every write (failure injection)."""
+
+    def __init__(self, real: Any) -> None:
+        self.params = real.params
+        self.statement = self
+
+    def execute(self, *args: Any, **kwargs: Any) -> None:
+        _down()
+
+    execute_many = execute
+
+
+@pytest.fixture
+def audit_database_down(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = audit._compiled
+    monkeypatch.setattr(audit, "_compiled", lambda connection: _RefusingInsert(real(connection)))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_after_a_failed_write_successes_are_written_at_once_and_refused_if_that_fails(caplog, monkeypatch):
+    """Back-pressure: while the audit database refuses writes, the buffer stops
+    taking rows, so nothing piles up in memory and no success goes unrecorded:
+    the synchronous INSERT raises (the request becomes a 503)."""
+    real = audit._compiled
+    with override_settings(APIAUTH_AUDIT_BUFFER_SIZE=10, APIAUTH_AUDIT_BUFFER_SECONDS=3600):
+        monkeypatch.setattr(audit, "_compiled", lambda connection: _RefusingInsert(real(connection)))
+        for i in range(10):
+            success(i)  # the tenth fills the buffer; its flush fails
+        assert audit.buffered() == 10
+        for i in range(10, 15):
+            with pytest.raises(audit.AuditUnavailable):
+                success(i)
+        assert audit.buffered() == 10  # never more than one batch
+        monkeypatch.setattr(audit, "_compiled", real)
+    assert audit._buffer.dropped == 0
+    success(15)  # the database is back, the retry pause not over: written at once
+    assert set(AuditEvent.objects.values_list("credential_id", flat=True)) == {"k15"}
     audit.flush()
     ids = set(AuditEvent.objects.values_list("credential_id", flat=True))
-    assert "k0" not in ids and "k1004" in ids and len(ids) == 1000
+    assert ids == {f"k{i}" for i in [*range(10), 15]}
+
+
+def test_success_on_the_request_path_is_a_503_while_the_audit_database_is_down(client, api_key,
+                                                                               audit_database_down):
+    _obj, key = api_key
+    with override_settings(APIAUTH_AUDIT_BUFFER_SIZE=1, APIAUTH_AUDIT_BUFFER_SECONDS=3600):
+        assert client.get(WHOAMI, **auth(key)).status_code == 200  # buffered; its flush fails
+        assert client.get(WHOAMI, **auth(key)).status_code == 503  # back-pressure: fail closed
+    assert audit.buffered() == 1
 
 
 def test_appending_from_many_threads_loses_nothing():
@@ -227,7 +276,9 @@ def test_a_failing_flush_when_full_never_raises_into_record(buffering, caplog):
     with mock.patch.object(audit._CompiledInsert, "execute_many", _down):
         for i in range(4):
             success(i)  # the third fills the buffer: the flush fails, record() does not
-    assert audit.buffered() == 4
+    # The fourth came after the failed flush: written at once (back-pressure).
+    assert audit.buffered() == 3
+    assert AuditEvent.objects.count() == 1
     assert "OperationalError" in caplog.text
     audit.flush()
     assert AuditEvent.objects.count() == 4
