@@ -173,7 +173,9 @@ class ClientCertificateAuthentication(CredentialAuthentication):
     model: ClassVar[type[AbstractCredential]] = ClientCertificate
 
     def extract(self, request: HttpRequest) -> Presented | None:
-        meta = request.META
+        # The Django request's META directly: DRF's wrapper answers attributes
+        # through __getattr__, which costs on the hot path.
+        meta = getattr(request, "_request", request).META
         found = []
         for header, fmt in app_settings.CLIENT_CERT_HEADERS.items():
             value = meta.get(_meta_name(header))
