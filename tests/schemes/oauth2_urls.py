@@ -69,6 +69,9 @@ class DOTOwnClass(APIView):
     def get(self, request: Any) -> Response:
         return Response({"user": request.user.get_username()})
 
+    def post(self, request: Any) -> Response:
+        return Response({"user": request.user.get_username()})
+
 
 urlpatterns = [
     path("oauth2/dot-own-class/", DOTOwnClass.as_view()),

@@ -374,3 +374,14 @@ def test_openid_connect_id_token_is_not_an_access_token(
     token = signed.serialize()
     assert client.get("/oauth2/dot-own-class/", **bearer(token)).status_code == 200  # DOT: accepted
     assert_refused(client.get(URL, **bearer(token)), audit_rows, "unknown_credential")
+
+
+@pytest.mark.filterwarnings("ignore:Presenting an OAuth 2.0 access token:DeprecationWarning")
+def test_dot_own_class_takes_tokens_from_the_url_and_the_body(client: Any, alice: Any,
+                                                              make_token: Callable[..., Any]) -> None:
+    """What our class refuses, DOT's accepts (defaults): the comparison in docs/oauth2.md."""
+    _, token = make_token(user=alice, scope="read")
+    assert client.get(f"/oauth2/dot-own-class/?access_token={token}").status_code == 200
+    response = client.post("/oauth2/dot-own-class/", f"access_token={token}",
+                           content_type="application/x-www-form-urlencoded")
+    assert response.status_code == 200
