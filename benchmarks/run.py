@@ -1272,7 +1272,7 @@ def render_signatures(req: dict[str, Any]) -> list[str]:
         " is signed just before it is timed, signing NOT timed.",
         "   Checked before timing: a signed request gets 200 (audit row written), the same request"
         " again 401 (not the floor); another key, no signature, another body: 401/403.",
-        f"   Replay store (nonce + signature, 2 cache.add per request): {sig['replay_store']};"
+        f"   Replay store (one cache.add per request, on the signed nonce): {sig['replay_store']};"
         " a shared cache (e.g. Redis) would add its round trips.",
     ]
     for name, entry in sig["over_ours"].items():

@@ -40,7 +40,7 @@ SQLITE_OPTIONS = {
     "transaction_mode": "IMMEDIATE",
 }
 
-# Two replay-store entries per signed request (nonce and signature), kept for
+# One replay-store entry per signed request (its nonce), kept for
 # 2 x APIAUTH_SIGNATURE_MAX_SKEW = 600 s, longer than a run.
 REPLAY_CACHE_ENTRIES = 2_000_000
 
