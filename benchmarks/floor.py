@@ -1,6 +1,9 @@
-"""The floor of issue #3: a bare, hand-written RFC 9421 hmac-sha256 check, for comparison only.
+"""Floors: the least a correct check can do, for comparison only.
 
-It verifies exactly the request shape of the ``sig_hmac_post`` row (one
+Issue #3: a bare, hand-written RFC 9421 hmac-sha256 check (FloorHmacAuthentication).
+Issue #5: a bare PyJWT RS256 decode (FloorJWTAuthentication, at the end).
+
+The HMAC floor verifies exactly the request shape of the ``sig_hmac_post`` row (one
 signature covering ``@method``, ``@target-uri``, ``content-type`` and
 ``content-digest``) and nothing else: the key is held in memory, there is no
 database, no audit row and no replay store. Not a usable authenticator.
@@ -14,6 +17,7 @@ import time
 from typing import Any, ClassVar
 
 import http_sf
+import jwt
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.request import Request
@@ -61,3 +65,32 @@ class FloorHmacAuthentication(BaseAuthentication):
 
     def authenticate_header(self, request: Request) -> str:
         return "Signature"
+
+
+class FloorJWTAuthentication(BaseAuthentication):
+    """The bearer-token floor: a bare PyJWT RS256 decode, for comparison only.
+
+    ``Authorization: Bearer <jwt>`` decoded with the one RSA public key held in
+    memory, checking the signature, ``exp``, ``iss`` and ``aud``, and nothing
+    else: no key selection by ``kid``, no ``typ``, no user lookup (every valid
+    token stands for :attr:`user`), no audit row, no scopes.
+    """
+
+    public_key: ClassVar[Any] = None  # filled by run.py
+    issuer: ClassVar[str] = ""
+    audience: ClassVar[str] = ""
+    user: ClassVar[Any] = None
+
+    def authenticate(self, request: Request) -> tuple[Any, dict[str, Any]] | None:
+        word, _sep, token = request.META.get("HTTP_AUTHORIZATION", "").partition(" ")
+        if word != "Bearer":
+            return None
+        try:
+            claims = jwt.decode(token, self.public_key, algorithms=["RS256"],
+                                audience=self.audience, issuer=self.issuer)
+        except jwt.PyJWTError:
+            raise AuthenticationFailed("bad token") from None
+        return self.user, claims
+
+    def authenticate_header(self, request: Request) -> str:
+        return "Bearer"

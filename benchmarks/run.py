@@ -48,7 +48,7 @@ import tempfile
 import time
 import urllib.parse
 from collections.abc import Callable, Iterable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +62,8 @@ TARGET_OVERHEAD_RATIO = 0.75
 TARGET_LOOKUP_RATIO = 1.2
 TARGET_SIG_POST_RATIO = 1.2  # issue #3: sig_hmac_post_overhead / ours_overhead
 TARGET_MTLS_RATIO = 1.0  # issue #4: mtls_cached_overhead / ours_overhead
+TARGET_JWT_SIMPLEJWT_RATIO = 0.5  # issue #5: jwt_rs256_overhead / simplejwt_overhead
+TARGET_JWT_DOT_RATIO = 0.35  # issue #5: jwt_rs256_overhead / dot_overhead
 BODY_BYTES = 1024  # the signed POST's JSON body
 BODY_CONTENT_TYPE = "application/json"
 LOOKUP_SIZES = (1, 10_000, 1_000_000)
@@ -84,6 +86,15 @@ VARIANTS: dict[str, tuple[str, str]] = {
     "sig_floor": ("floor: hand-written HMAC POST 1 KiB, no DB (info)", "sig-floor"),
     "mtls_cached": ("django-apiauth mTLS nginx header, audit", "mtls"),
     "mtls_uncached": ("django-apiauth mTLS, decode caches emptied (info)", "mtls"),
+    "none_post": ("no auth, POST 1 KiB [POST baseline]", "none"),
+    "ours_post": ("django-apiauth ApiKey POST 1 KiB, audit", "ours"),
+    "jwt_rs256": ("django-apiauth JWT RS256 + HasScopes, audit", "jwt"),
+    "jwt_es256": ("django-apiauth JWT ES256 + HasScopes, audit", "jwt"),
+    "jwt_rs256_no_audit": ("django-apiauth JWT RS256, AUDIT_SUCCESS=False (info)", "jwt"),
+    "simplejwt": ("djangorestframework-simplejwt JWTAuthentication RS256", "simplejwt"),
+    "dot": ("django-oauth-toolkit OAuth2Authentication (DB)", "dot"),
+    "oauth2": ("django-apiauth OAuth2Authentication (DOT token), audit", "oauth2"),
+    "jwt_floor": ("floor: bare PyJWT RS256 decode, no DB (info)", "jwt-floor"),
 }
 # The RFC 9421 rows: variant -> the credential's algorithm. Each request is
 # signed anew. No package in the comparison set implements RFC 9421: the GET
@@ -97,6 +108,30 @@ FLOOR = "sig_floor"
 # Forwarded client certificates (issue #4): mtls_cached has the target against
 # our API-key row; mtls_uncached empties the decode caches before each request.
 MTLS = ("mtls_cached", "mtls_uncached")
+# Unsigned POSTs of the same BODY_BYTES JSON body. The POST rows (these and the
+# signed POSTs) are measured against none_post, so that receiving the body is
+# not counted as authentication overhead; ours_post is the API key on the same
+# POST, the like-for-like peer of sig_hmac_post (issue #3).
+POST_BASELINE = "none_post"
+PLAIN_POSTED = ("none_post", "ours_post")
+POST_ROWS = (*POSTED, *PLAIN_POSTED)
+# Bearer tokens (issue #5): our JWTAuthentication (RS256, ES256), the peers
+# simplejwt and django-oauth-toolkit, our OAuth2Authentication over DOT, and
+# a bare PyJWT decode (the floor).
+BEARER = ("jwt_rs256", "jwt_es256", "jwt_rs256_no_audit", "simplejwt", "dot", "oauth2",
+          "jwt_floor")
+NO_AUDIT = ("ours_no_audit", "jwt_rs256_no_audit")
+
+
+def _flush_audit() -> None:
+    from django_apiauth.core import audit
+
+    audit.flush()
+
+
+def baseline_for(name: str, names: Iterable[str]) -> str:
+    """The baseline a variant's overhead is measured against: none_post for POSTs."""
+    return POST_BASELINE if name in POST_ROWS and POST_BASELINE in names else BASELINE
 
 
 # -- small helpers ------------------------------------------------------------------
@@ -284,8 +319,62 @@ class Environment:
         self.cert_headers = {"X-SSL-Client-Cert": self.cert_header, "X-SSL-Client-Verify": "SUCCESS"}
         for name in MTLS:
             self.headers[name] = None  # no Authorization header: the forwarded certificate instead
+        for name in PLAIN_POSTED:
+            self.headers[name] = self.headers["ours" if name == "ours_post" else "none"]
+        self.wrong_headers["ours_post"] = self.wrong_headers["ours"]
+        self._make_bearer_tokens(user)
         # The functools.lru_caches a forwarded nginx certificate goes through.
         self.decode_caches = [client_cert.decode_nginx, client_cert.decode_pem, ca_x509._facts]
+
+    def _make_bearer_tokens(self, user: Any) -> None:
+        """One token per bearer row, and a wrong one (same shape, bad signature or unknown)."""
+        import jwt
+        from oauth2_provider.models import AccessToken, Application
+        from rest_framework_simplejwt.tokens import AccessToken as SimpleJWTAccessToken
+
+        from benchmarks import settings as bench
+        from benchmarks.floor import FloorJWTAuthentication
+        from benchmarks.views import BENCH_SCOPE
+        from django_apiauth.models import ExternalIdentity
+
+        ExternalIdentity.objects.create(issuer=bench.JWT_ISSUER, subject="bench-user", user=user)
+        now = int(time.time())
+
+        def mint(alg: str, key: Any = None) -> str:
+            claims = {"iss": bench.JWT_ISSUER, "aud": bench.JWT_AUDIENCE, "sub": "bench-user",
+                      "client_id": "bench-client", "jti": secrets.token_hex(8), "iat": now,
+                      "exp": now + bench.JWT_LIFETIME_SECONDS, "scope": BENCH_SCOPE}
+            return jwt.encode(claims, key or bench.JWT_KEYS.private(alg), algorithm=alg,
+                              headers={"typ": "at+jwt", "kid": f"bench-{alg.lower()}"})
+
+        other_rsa = _new_private_key("RS256")
+        for name, alg in (("jwt_rs256", "RS256"), ("jwt_es256", "ES256"),
+                          ("jwt_rs256_no_audit", "RS256")):
+            self.headers[name] = f"Bearer {mint(alg)}"
+            self.wrong_headers[name] = f"Bearer {mint(alg, _new_private_key(alg))}"
+        self.headers["jwt_floor"] = f"Bearer {mint('RS256')}"
+        self.wrong_headers["jwt_floor"] = f"Bearer {mint('RS256', other_rsa)}"
+        FloorJWTAuthentication.public_key = bench.JWT_KEYS.private("RS256").public_key()
+        FloorJWTAuthentication.issuer = bench.JWT_ISSUER
+        FloorJWTAuthentication.audience = bench.JWT_AUDIENCE
+        FloorJWTAuthentication.user = user
+        simple = str(SimpleJWTAccessToken.for_user(user))
+        self.headers["simplejwt"] = f"Bearer {simple}"
+        forged = jwt.encode(jwt.decode(simple, options={"verify_signature": False}), other_rsa,
+                            algorithm="RS256")
+        self.wrong_headers["simplejwt"] = f"Bearer {forged}"
+        application = Application.objects.create(
+            name="bench", user=user, client_type=Application.CLIENT_CONFIDENTIAL,
+            authorization_grant_type=Application.GRANT_CLIENT_CREDENTIALS,
+        )
+        dot_token = secrets.token_urlsafe(22)  # like oauthlib's 30-character tokens
+        AccessToken.objects.create(
+            user=user, application=application, token=dot_token, scope=BENCH_SCOPE,
+            expires=datetime.now(UTC) + timedelta(seconds=bench.JWT_LIFETIME_SECONDS),
+        )
+        for name in ("dot", "oauth2"):
+            self.headers[name] = f"Bearer {dot_token}"
+            self.wrong_headers[name] = f"Bearer {_flip_last(dot_token)}"
 
     def clear_decode_caches(self) -> None:
         """Forget every decoded certificate (the mtls_uncached row, between requests)."""
@@ -316,8 +405,12 @@ def _flip_last(value: str) -> str:
 
 
 def _new_private_key(algorithm: str) -> Any:
-    from cryptography.hazmat.primitives.asymmetric import ed25519
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
+    if algorithm == "RS256":
+        return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    if algorithm == "ES256":
+        return ec.generate_private_key(ec.SECP256R1())
     if algorithm != "ed25519":
         raise ValueError(f"no key generator for {algorithm}")
     return ed25519.Ed25519PrivateKey.generate()
@@ -426,10 +519,11 @@ class Driver:
         return response.status_code, body
 
     def batch(self, environ: dict[str, Any], n: int, out: list[int],
-              before: Callable[[], None] | None = None) -> int:
+              before: Callable[[], None] | None = None, body: bytes = b"") -> int:
         """Time ``n`` requests (one sample each) and return how many were not 200.
 
-        ``before``, if given, is called before each request, outside the timed region.
+        ``before``, if given, is called before each request, outside the timed region;
+        ``body`` is every request's ``wsgi.input``.
         """
         handler = self.handler
         clock = time.perf_counter_ns
@@ -440,7 +534,7 @@ class Driver:
                 before()
             start = clock()
             env = environ.copy()
-            env["wsgi.input"] = new_input()
+            env["wsgi.input"] = new_input(body)
             response = handler(env, _start_response)
             for _chunk in response:
                 pass
@@ -485,7 +579,7 @@ class Driver:
             return self.batch(environ, n, out, before=env.clear_decode_caches)
         if name == "mtls_cached":
             env.warm_decode_caches()
-        return self.batch(environ, n, out)
+        return self.batch(environ, n, out, body=env.body if name in PLAIN_POSTED else b"")
 
 
 def base_environ(env: Environment, driver: Driver, name: str) -> dict[str, Any]:
@@ -495,7 +589,7 @@ def base_environ(env: Environment, driver: Driver, name: str) -> dict[str, Any]:
     slug = VARIANTS[name][1]
     if name in MTLS:
         return driver.environ(slug, None, env.cert_headers, remote_addr=TRUSTED_PROXY)
-    return driver.environ(slug, env.headers[name])
+    return driver.environ(slug, env.headers[name], body=env.body if name in PLAIN_POSTED else None)
 
 
 
@@ -528,7 +622,7 @@ class _AuditSuccess:
 
 
 def _audit_setting(name: str) -> bool | None:
-    return False if name == "ours_no_audit" else None
+    return False if name in NO_AUDIT else None
 
 
 def verify_variants(env: Environment, driver: Driver, names: Iterable[str]) -> None:
@@ -544,20 +638,26 @@ def verify_variants(env: Environment, driver: Driver, names: Iterable[str]) -> N
         if name in MTLS:
             problems += _verify_mtls(env, driver, name)
             continue
+        payload = env.body if name in PLAIN_POSTED else None
         with _AuditSuccess(_audit_setting(name)):
             before = AuditEvent.objects.filter(outcome="success").count()
-            status, body = driver.request(driver.environ(slug, env.headers[name]))
+            status, body = driver.request(driver.environ(slug, env.headers[name], body=payload),
+                                          payload or b"")
+            _flush_audit()  # buffered success rows (the default) into the table
             after = AuditEvent.objects.filter(outcome="success").count()
             if status != 200:
                 problems.append(f"{name}: expected 200 with a valid credential, got {status} {body[:200]!r}")
-            if name == "ours" and after != before + 1:
-                problems.append("ours: the success audit row was not written")
-            if name == "ours_no_audit" and after != before:
-                problems.append("ours_no_audit: a success audit row was written")
-            if name == BASELINE:
+            # Only the API-key rows insist on the row being in the table now: the
+            # bearer rows stay valid if audit writes become buffered (written later).
+            if name in ("ours", "ours_post") and after != before + 1:
+                problems.append(f"{name}: the success audit row was not written")
+            if name in NO_AUDIT and after != before:
+                problems.append(f"{name}: a success audit row was written")
+            if name in (BASELINE, POST_BASELINE):
                 continue
             for label, header in (("wrong", env.wrong_headers[name]), ("missing", None)):
-                status, body = driver.request(driver.environ(slug, header))
+                status, body = driver.request(driver.environ(slug, header, body=payload),
+                                              payload or b"")
                 if status not in (401, 403):
                     problems.append(f"{name}: expected 401/403 with a {label} credential, got {status}")
     if problems:
@@ -577,6 +677,7 @@ def _verify_signed(env: Environment, driver: Driver, name: str) -> list[str]:
     [signed] = driver.signed_environs(slug, signer, 1)
     before = AuditEvent.objects.filter(outcome="success").count()
     status, body = driver.request(signed, payload)
+    _flush_audit()  # buffered success rows (the default) into the table
     after = AuditEvent.objects.filter(outcome="success").count()
     if status != 200:
         problems.append(f"{name}: expected 200 with a fresh signature, got {status} {body[:200]!r}")
@@ -617,6 +718,7 @@ def _verify_mtls(env: Environment, driver: Driver, name: str) -> list[str]:
     hits = [cached.cache_info().hits for cached in env.decode_caches]
     before = AuditEvent.objects.filter(outcome="success").count()
     status, body = driver.request(environ)
+    _flush_audit()  # buffered success rows (the default) into the table
     after = AuditEvent.objects.filter(outcome="success").count()
     if status != 200:
         problems.append(f"{name}: expected 200 with the certificate, got {status} {body[:200]!r}")
@@ -666,12 +768,41 @@ BLOCKS = 5
 
 def block_ratios(samples: dict[str, list[int]], per_block: int, peer: str,
                  subject: str = OURS) -> list[float | None]:
-    """The overhead ratio subject/peer in each of BLOCKS consecutive slices of the run."""
+    """The overhead ratio subject/peer in each of BLOCKS consecutive slices of the run
+    (each over its own baseline: none_post for the POST rows)."""
     out = []
+    base_s, base_p = baseline_for(subject, samples), baseline_for(peer, samples)
     for b in range(BLOCKS):
         lo, hi = b * per_block, (b + 1) * per_block
-        med = {name: statistics.median(samples[name][lo:hi]) for name in (BASELINE, subject, peer)}
-        out.append(ratio(med[subject] - med[BASELINE], med[peer] - med[BASELINE]))
+        med = {name: statistics.median(samples[name][lo:hi])
+               for name in {base_s, base_p, subject, peer}}
+        out.append(ratio(med[subject] - med[base_s], med[peer] - med[base_p]))
+    return out
+
+
+def count_queries(env: Environment, driver: Driver, names: Iterable[str]) -> dict[str, int]:
+    """Database queries of one accepted request per variant (untimed, before the run).
+
+    Audit rows written later by a buffering writer would not be counted: the
+    column shows what the request itself waits for.
+    """
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    out = {}
+    for name in names:
+        environ = (driver.signed_environs(VARIANTS[name][1], env.signers[name], 1)[0]
+                   if name in SIGNED else base_environ(env, driver, name))
+        payload = env.body if name in POST_ROWS else b""
+        if name == "mtls_uncached":
+            env.clear_decode_caches()
+        elif name == "mtls_cached":
+            env.warm_decode_caches()
+        with _AuditSuccess(_audit_setting(name)), CaptureQueriesContext(connection) as queries:
+            status, _body = driver.request(environ, payload)
+        if status != 200:
+            raise SystemExit(f"{name}: expected 200 while counting queries, got {status}")
+        out[name] = len(queries.captured_queries)
     return out
 
 
@@ -679,6 +810,7 @@ def bench_requests(env: Environment, names: list[str], rounds: int, batch: int,
                    warmup: int, seed: int) -> dict[str, Any]:
     driver = Driver()
     verify_variants(env, driver, names)
+    queries = count_queries(env, driver, names)
     environs = {name: base_environ(env, driver, name) for name in names}
     samples: dict[str, list[int]] = {name: [] for name in names}
     failures = dict.fromkeys(names, 0)
@@ -706,11 +838,14 @@ def bench_requests(env: Environment, names: list[str], rounds: int, batch: int,
         raise SystemExit(f"non-200 answers while timing, results discarded: {failures}")
 
     stats = {name: summarise(samples[name]) for name in names}
-    base = stats[BASELINE]["median_us"]
     for name in names:
+        baseline = baseline_for(name, names)
+        base = stats[baseline]["median_us"]
+        stats[name]["baseline"] = baseline
         stats[name]["overhead_us"] = stats[name]["median_us"] - base
         stats[name]["x_baseline"] = stats[name]["median_us"] / base
         stats[name]["label"] = VARIANTS[name][0]
+        stats[name]["queries"] = queries[name]
 
     # The same ratio in each fifth of the run: how much the figure moves with
     # the machine's mood (this one's CPU speed changes by ~2x within seconds).
@@ -721,6 +856,7 @@ def bench_requests(env: Environment, names: list[str], rounds: int, batch: int,
                   for peer in ("drf_api_key", "drf_token", "knox") if peer in names}
     signed = [name for name in names if name in SIGNED]
     certs = [name for name in names if name in MTLS]
+    bearer = [name for name in names if name in BEARER]
 
     def over(subject: str, peer: str) -> dict[str, Any]:
         """subject_overhead / peer_overhead, for the whole run and each fifth of it."""
@@ -748,6 +884,13 @@ def bench_requests(env: Environment, names: list[str], rounds: int, batch: int,
         }
         if "sig_hmac_post" in names and FLOOR in names:
             result["signatures"]["post_over_floor"] = over("sig_hmac_post", FLOOR)
+        if "sig_hmac_post" in names and "ours_post" in names:
+            result["signatures"]["post_over_ours_post"] = over("sig_hmac_post", "ours_post")
+    if bearer:
+        result["bearer"] = {
+            "over_simplejwt": {name: over(name, "simplejwt") for name in bearer if name != "simplejwt"},
+            "over_dot": {name: over(name, "dot") for name in bearer if name != "dot"},
+        }
     if certs:
         result["client_certificates"] = {
             "over_ours": {name: over(name, OURS) for name in certs},
@@ -966,7 +1109,8 @@ def run_info(env: Environment, args: argparse.Namespace) -> dict[str, Any]:
         "database_version": env.db_version(),
         "packages": {name: pkg(name) for name in (
             "Django", "djangorestframework", "djangorestframework-api-key",
-            "django-rest-knox", "django-apiauth",
+            "django-rest-knox", "djangorestframework-simplejwt", "django-oauth-toolkit", "PyJWT",
+            "cryptography", "django-apiauth",
         )},
         "options": {k: v for k, v in vars(args).items() if k != "json"},
     }
@@ -984,11 +1128,22 @@ def targets(result: dict[str, Any]) -> dict[str, Any]:
                 out[key] = {"value": value, "target": TARGET_OVERHEAD_RATIO,
                             "verdict": verdict(value, TARGET_OVERHEAD_RATIO)}
         # Issues #3 and #4: against our own API-key row (no peer implements them).
-        for name, target in (("sig_hmac_post", TARGET_SIG_POST_RATIO),
-                             ("mtls_cached", TARGET_MTLS_RATIO)):
+        # The signed POST against the API key on the same POST when both are measured.
+        for name, peer, target in (
+                ("sig_hmac_post", "ours_post" if "ours_post" in variants else OURS,
+                 TARGET_SIG_POST_RATIO),
+                ("mtls_cached", OURS, TARGET_MTLS_RATIO)):
             if name in variants:
-                value = ratio(variants[name]["overhead_us"], ours)
-                out[f"{name}_overhead / ours_overhead"] = {
+                value = ratio(variants[name]["overhead_us"], variants[peer]["overhead_us"])
+                out[f"{name}_overhead / {peer}_overhead"] = {
+                    "value": value, "target": target, "verdict": verdict(value, target)}
+    # Issue #5: our JWT RS256 against simplejwt and django-oauth-toolkit.
+    if "jwt_rs256" in variants:
+        for peer, target in (("simplejwt", TARGET_JWT_SIMPLEJWT_RATIO),
+                             ("dot", TARGET_JWT_DOT_RATIO)):
+            if peer in variants:
+                value = ratio(variants["jwt_rs256"]["overhead_us"], variants[peer]["overhead_us"])
+                out[f"jwt_rs256_overhead / {peer}_overhead"] = {
                     "value": value, "target": target, "verdict": verdict(value, target)}
     sizes = result.get("lookup", {}).get("sizes", {})
     if "1" in sizes:
@@ -1008,7 +1163,9 @@ def info_ratios(result: dict[str, Any]) -> dict[str, float | None]:
     """Ratios reported next to the targets, for information only."""
     variants = result.get("requests", {}).get("variants", {})
     out: dict[str, float | None] = {}
-    for subject, peer in (("sig_hmac_post", FLOOR), ("mtls_uncached", OURS)):
+    for subject, peer in (("sig_hmac_post", OURS), ("sig_hmac_post", FLOOR), ("mtls_uncached", OURS),
+                          ("jwt_rs256_no_audit", "simplejwt"), ("jwt_rs256_no_audit", "dot"),
+                          ("oauth2", "dot"), ("jwt_rs256", "jwt_floor")):
         if subject in variants and peer in variants:
             out[f"{subject}_overhead / {peer}_overhead"] = ratio(
                 variants[subject]["overhead_us"], variants[peer]["overhead_us"])
@@ -1032,15 +1189,22 @@ def render(result: dict[str, Any]) -> str:
             f" DEBUG=False): {req['rounds']} rounds x {req['batch']} requests per variant, variants"
             f" interleaved in shuffled order; {req['rounds'] * req['batch']:,} timed requests per"
             f" variant, {req['seconds']:.0f} s.",
-            "   The django-apiauth figure INCLUDES writing its audit row (one INSERT per request,"
-            " APIAUTH_AUDIT_SUCCESS=True, the default); the peers write nothing.",
+            "   The django-apiauth figure INCLUDES writing its audit row (success rows buffered and"
+            " written in bulk INSERTs of 50 inside the timed requests: APIAUTH_AUDIT_BUFFER_SIZE=50,"
+            " the default); the peers write nothing.",
             "",
-            f"   {'variant':<54} {'median µs':>10} {'p99 µs':>10} {'overhead µs':>12} {'x base':>7}",
+            "   Overhead = median - the baseline's median; the POST rows (marked *) over the POST"
+            " baseline (no auth, same 1 KiB POST), all others over the GET baseline.",
+            "   queries = database queries one accepted request waits for (counted once, untimed).",
+            "",
+            f"   {'variant':<56} {'median µs':>10} {'p99 µs':>10} {'overhead µs':>12} {'x base':>7}"
+            f" {'queries':>8}",
         ]
         for s in req["variants"].values():
+            mark = "*" if s.get("baseline", BASELINE) != BASELINE else " "
             lines.append(
-                f"   {s['label']:<54} {s['median_us']:>10.1f} {s['p99_us']:>10.1f}"
-                f" {s['overhead_us']:>12.1f} {s['x_baseline']:>7.2f}"
+                f"   {s['label']:<55}{mark} {s['median_us']:>10.1f} {s['p99_us']:>10.1f}"
+                f" {s['overhead_us']:>12.1f} {s['x_baseline']:>7.2f} {s.get('queries', '?'):>8}"
             )
         variants = req["variants"]
         if OURS in variants:
@@ -1055,6 +1219,7 @@ def render(result: dict[str, Any]) -> str:
                 lines.append(f"   ours_overhead / {peer}_overhead = {fmt_ratio(value)}{spread}")
         lines += render_signatures(req)
         lines += render_client_certificates(req)
+        lines += render_bearer(req)
     look = result.get("lookup")
     if look:
         lines += [
@@ -1117,7 +1282,7 @@ def render_signatures(req: dict[str, Any]) -> list[str]:
         " is signed just before it is timed, signing NOT timed.",
         "   Checked before timing: a signed request gets 200 (audit row written), the same request"
         " again 401 (not the floor); another key, no signature, another body: 401/403.",
-        f"   Replay store (nonce + signature, 2 cache.add per request): {sig['replay_store']};"
+        f"   Replay store (one cache.add per request, on the signed nonce): {sig['replay_store']};"
         " a shared cache (e.g. Redis) would add its round trips.",
     ]
     for name, entry in sig["over_ours"].items():
@@ -1161,6 +1326,36 @@ def render_client_certificates(req: dict[str, Any]) -> list[str]:
     return lines
 
 
+def render_bearer(req: dict[str, Any]) -> list[str]:
+    """The bearer-token rows (issue #5): overheads and their ratios to simplejwt and DOT."""
+    bearer = req.get("bearer")
+    if not bearer:
+        return []
+    variants = req["variants"]
+    lines = [
+        "",
+        "   Bearer-token rows (issue #5): Authorization: Bearer, tokens minted once before the run"
+        " (valid for the whole run).",
+        "   jwt_rs256 / jwt_es256: our JWTAuthentication + HasScopes, static-key issuer"
+        " (APIAUTH_JWT_ISSUERS keys, no JWKS fetch), sub -> user",
+        "   through ExternalIdentity, audit row INCLUDED (jwt_rs256_no_audit: without it)."
+        " simplejwt: its JWTAuthentication + IsAuthenticated, RS256,",
+        "   user loaded by id. dot: django-oauth-toolkit's OAuth2Authentication + TokenHasScope,"
+        " opaque token looked up in its database.",
+        "   oauth2: our OAuth2Authentication (DOT's validation) + HasScopes, audit row INCLUDED."
+        " jwt_floor: bare PyJWT RS256 decode, no DB, no audit.",
+    ]
+    for name in bearer["over_simplejwt"]:
+        simple = bearer["over_simplejwt"][name]
+        dot = bearer["over_dot"].get(name, {"overhead_ratio": None, "by_fifth_of_run": []})
+        lines.append(
+            f"   {name + '_overhead':<27} = {variants[name]['overhead_us']:7.1f} µs;"
+            f" / simplejwt = {fmt_ratio(simple['overhead_ratio'])}{_spread(simple)};"
+            f" / dot = {fmt_ratio(dot['overhead_ratio'])}"
+        )
+    return lines
+
+
 # -- profile ---------------------------------------------------------------------------
 
 
@@ -1184,7 +1379,8 @@ def profile(env: Environment, name: str, n: int) -> None:
             driver.batch_each(prepared, [], env.signers[name].body or b"")
         else:  # mtls_uncached: the cache_clear calls are profiled too (negligible)
             driver.batch(environ, n, [],
-                         before=env.clear_decode_caches if name == "mtls_uncached" else None)
+                         before=env.clear_decode_caches if name == "mtls_uncached" else None,
+                         body=env.body if name in PLAIN_POSTED else b"")
         profiler.disable()
     stats = pstats.Stats(profiler, stream=sys.stdout)
     stats.strip_dirs().sort_stats("cumulative").print_stats(45)
@@ -1218,6 +1414,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              " sig_floor)")
     parser.add_argument("--no-mtls", action="store_true",
                         help="leave out the client-certificate variants (mtls_cached, mtls_uncached)")
+    parser.add_argument("--no-bearer", action="store_true",
+                        help="leave out the bearer-token variants (jwt_*, simplejwt, dot, oauth2,"
+                             " jwt_floor)")
+    parser.add_argument("--no-post-baseline", action="store_true",
+                        help="leave out none_post and ours_post (POST rows then measured against"
+                             " the GET baseline, as before)")
+    parser.add_argument("--variants", default=None,
+                        help="comma-separated variant names to run (the baselines are always"
+                             " added); for quick comparisons while optimising")
     parser.add_argument("--seed", type=int, default=None, help="shuffle seed (default: random)")
     parser.add_argument("--json", type=Path, default=None,
                         help="results file (default benchmarks/results/bench-<time>.json)")
@@ -1248,9 +1453,19 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         result: dict[str, Any] = {"info": run_info(env, args)}
         if not args.skip_requests:
-            names = [n for n in VARIANTS if not (args.no_info_variant and n == "ours_no_audit")
+            names = [n for n in VARIANTS if not (args.no_info_variant and n in NO_AUDIT)
                      and not (args.no_signatures and n in SIGNED)
-                     and not (args.no_mtls and n in MTLS)]
+                     and not (args.no_mtls and n in MTLS)
+                     and not (args.no_bearer and n in BEARER)
+                     and not (args.no_post_baseline and n in PLAIN_POSTED)]
+            if args.variants:
+                wanted = {v.strip() for v in args.variants.split(",")} | {BASELINE}
+                unknown = wanted - set(VARIANTS)
+                if unknown:
+                    raise SystemExit(f"unknown variants: {sorted(unknown)}")
+                if wanted & set(POST_ROWS) and not args.no_post_baseline:
+                    wanted.add(POST_BASELINE)
+                names = [n for n in names if n in wanted]
             log(f"requests: {args.rounds} rounds x {args.batch} per variant, {len(names)} variants")
             result["requests"] = bench_requests(env, names, args.rounds, args.batch,
                                                 warmup=200, seed=args.seed)

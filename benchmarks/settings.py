@@ -12,6 +12,12 @@
 * ``APIAUTH_TRUSTED_PROXIES``: ``TRUSTED_PROXY`` (127.0.0.2), the TLS
   terminator of the mTLS rows; every other row comes from 127.0.0.1, which is
   not a trusted proxy.
+* Bearer tokens: one RSA (RS256) and one EC P-256 (ES256) key pair, made
+  for the run (:data:`JWT_KEYS`). Our ``JWTAuthentication`` trusts
+  :data:`JWT_ISSUER` with both public keys as static JWKs
+  (``APIAUTH_JWT_ISSUERS``); djangorestframework-simplejwt signs and verifies
+  RS256 with the same RSA key (``SIMPLE_JWT``); django-oauth-toolkit keeps its
+  defaults (opaque tokens in the database, OIDC off).
 * Persistent connection (``CONN_MAX_AGE=None``): the benchmark measures
   authentication, not connection set-up.
 * ``DEBUG=False`` (no query log), no middleware, JSON renderer only: every
@@ -23,6 +29,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -33,13 +40,58 @@ SQLITE_OPTIONS = {
     "transaction_mode": "IMMEDIATE",
 }
 
-# Two replay-store entries per signed request (nonce and signature), kept for
+# One replay-store entry per signed request (its nonce), kept for
 # 2 x APIAUTH_SIGNATURE_MAX_SKEW = 600 s, longer than a run.
 REPLAY_CACHE_ENTRIES = 2_000_000
 
 # The TLS terminator that forwards client certificates (mTLS rows). Its
 # headers are believed only from APIAUTH_TRUSTED_PROXIES.
 TRUSTED_PROXY = "127.0.0.2"
+
+
+# Bearer-token rows: our JWTAuthentication's issuer and audience.
+JWT_ISSUER = "https://issuer.bench.test"
+JWT_AUDIENCE = "https://api.bench.test"
+# Tokens outlive the run (simplejwt's default of 5 minutes would expire mid-run).
+JWT_LIFETIME_SECONDS = 6 * 3600
+
+
+class _JWTKeys:
+    """The run's signing keys, made on first use (RSA 2048 and EC P-256)."""
+
+    def __init__(self) -> None:
+        self._keys: dict[str, Any] = {}
+
+    def private(self, alg: str) -> Any:
+        if alg not in self._keys:
+            from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+            self._keys[alg] = (rsa.generate_private_key(public_exponent=65537, key_size=2048)
+                               if alg == "RS256" else ec.generate_private_key(ec.SECP256R1()))
+        return self._keys[alg]
+
+    def private_pem(self, alg: str) -> str:
+        from cryptography.hazmat.primitives import serialization
+
+        return self.private(alg).private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption()).decode()
+
+    def public_pem(self, alg: str) -> str:
+        from cryptography.hazmat.primitives import serialization
+
+        return self.private(alg).public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+
+    def jwk(self, alg: str) -> dict[str, Any]:
+        from jwt.algorithms import ECAlgorithm, RSAAlgorithm
+
+        algorithm = RSAAlgorithm if alg == "RS256" else ECAlgorithm
+        jwk = algorithm.to_jwk(self.private(alg).public_key(), as_dict=True)
+        return {**jwk, "kid": f"bench-{alg.lower()}", "alg": alg, "use": "sig"}
+
+
+JWT_KEYS = _JWTKeys()
 
 
 def databases(tmpdir: Path, extra_aliases: list[str]) -> tuple[dict[str, Any], str]:
@@ -90,6 +142,7 @@ def build(tmpdir: Path, extra_aliases: list[str]) -> tuple[dict[str, Any], str]:
                 "rest_framework.authtoken",
                 "rest_framework_api_key",
                 "knox",
+                "oauth2_provider",
                 "django_apiauth",
             ],
             "MIDDLEWARE": [],
@@ -104,6 +157,22 @@ def build(tmpdir: Path, extra_aliases: list[str]) -> tuple[dict[str, Any], str]:
                 "OPTIONS": {"MAX_ENTRIES": REPLAY_CACHE_ENTRIES},
             }},
             "APIAUTH_TRUSTED_PROXIES": [f"{TRUSTED_PROXY}/32"],
+            # Our JWTAuthentication: a static-key issuer (no JWKS fetch).
+            "APIAUTH_JWT_ISSUERS": [{
+                "issuer": JWT_ISSUER,
+                "audience": JWT_AUDIENCE,
+                "keys": [JWT_KEYS.jwk("RS256"), JWT_KEYS.jwk("ES256")],
+                "algorithms": ["RS256", "ES256"],
+                "max_lifetime": JWT_LIFETIME_SECONDS,
+            }],
+            # djangorestframework-simplejwt, RS256 with the same RSA key.
+            "SIMPLE_JWT": {
+                "ALGORITHM": "RS256",
+                "SIGNING_KEY": JWT_KEYS.private_pem("RS256"),
+                "VERIFYING_KEY": JWT_KEYS.public_pem("RS256"),
+                "ACCESS_TOKEN_LIFETIME": timedelta(seconds=JWT_LIFETIME_SECONDS),
+                "UPDATE_LAST_LOGIN": False,
+            },
             "DEFAULT_AUTO_FIELD": "django.db.models.BigAutoField",
             "USE_TZ": True,
             "TIME_ZONE": "UTC",

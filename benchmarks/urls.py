@@ -16,6 +16,11 @@ VIEWS = {
     "http-sig": views.SignatureView.as_view(),
     "sig-floor": views.FloorView.as_view(),
     "mtls": views.ClientCertView.as_view(),
+    "jwt": views.JWTView.as_view(),
+    "simplejwt": views.SimpleJWTView.as_view(),
+    "dot": views.DOTView.as_view(),
+    "oauth2": views.OAuth2View.as_view(),
+    "jwt-floor": views.JWTFloorView.as_view(),
 }
 
 

@@ -65,11 +65,18 @@ class HasScopes(BasePermission):
         missing = sorted(required - granted)
         self._audit(request, reasons.INSUFFICIENT_SCOPE, credential_id, user,
                     {"required": sorted(required), "missing": missing}, scheme=scheme)
-        raise InsufficientScope({
+        exc = InsufficientScope({
             "detail": InsufficientScope.default_detail,
             "code": "insufficient_scope",
             "required_scopes": sorted(required),
         })
+        # A scheme with a 403 challenge (RFC 6750 §3.1 for bearer tokens) adds
+        # it: DRF's exception handler sends ``auth_header`` as WWW-Authenticate.
+        hook = getattr(getattr(request, "successful_authenticator", None),
+                       "insufficient_scope_challenge", None)
+        if hook is not None:
+            exc.auth_header = hook(request, required)  # type: ignore[attr-defined]
+        raise exc
 
     @staticmethod
     def _audit(request: Any, reason: str, credential_id: str, user: Any,

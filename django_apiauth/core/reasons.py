@@ -35,6 +35,9 @@ DISALLOWED_ALGORITHM = "disallowed_algorithm"
 IP_NOT_ALLOWED = "ip_not_allowed"
 SERVICE_UNAVAILABLE = "service_unavailable"
 INTERNAL_ERROR = "internal_error"
+# OAuth 2.0 bearer tokens (schemes/oauth2.py)
+FORM_BODY = "credential_in_body"
+TOKEN_REFUSED = "token_refused"  # noqa: S105 (a reason code)
 
 # OpenID Connect relying party (django_apiauth.sso.oidc)
 STATE_MISMATCH = "state_mismatch"

@@ -173,13 +173,16 @@ class ClientCertificateAuthentication(CredentialAuthentication):
     model: ClassVar[type[AbstractCredential]] = ClientCertificate
 
     def extract(self, request: HttpRequest) -> Presented | None:
-        meta = request.META
+        # The Django request's META directly: DRF's wrapper answers attributes
+        # through __getattr__, which costs on the hot path.
+        django_request = getattr(request, "_request", request)
+        meta = django_request.META
         found = []
         for header, fmt in app_settings.CLIENT_CERT_HEADERS.items():
             value = meta.get(_meta_name(header))
             if value:
                 found.append((header, fmt, value))
-        if found and not peer_is_trusted_proxy(request):
+        if found and not peer_is_trusted_proxy(django_request):
             raise Refused(reasons.UNTRUSTED_PROXY, detail={"headers": [h for h, _f, _v in found]})
         if app_settings.CLIENT_CERT_FROM_ENVIRON and meta.get("SSL_CLIENT_CERT"):
             found.append(("SSL_CLIENT_CERT", "pem", meta["SSL_CLIENT_CERT"]))

@@ -149,6 +149,8 @@ REST_FRAMEWORK = {
         "django_apiauth.schemes.http_signature.HttpSignatureAuthentication",
         # Before mTLS: a certificate-bound JWT (RFC 8705) arrives with a certificate too.
         "django_apiauth.schemes.jwt.JWTAuthentication",
+        # Opaque django-oauth-toolkit tokens (not shaped like a JWT) fall through to here.
+        "django_apiauth.schemes.oauth2.OAuth2Authentication",
         "django_apiauth.schemes.client_cert.ClientCertificateAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["django_apiauth.permissions.HasScopes"],

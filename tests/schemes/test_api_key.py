@@ -101,7 +101,17 @@ def test_missing_header(client):
     assert (row.event, row.outcome, row.reason) == ("authorize", "failure", "missing")
 
 
-def test_wrong_scheme_word(client, api_key):
+@pytest.fixture
+def api_keys_only(monkeypatch):
+    """/api/whoami/ of a project with API keys only: no class claims "Bearer"."""
+    from example_project.views import WhoAmI
+
+    from django_apiauth.schemes.api_key import ApiKeyAuthentication
+
+    monkeypatch.setattr(WhoAmI, "authentication_classes", [ApiKeyAuthentication])
+
+
+def test_wrong_scheme_word(client, api_key, api_keys_only):
     _obj, key = api_key
     response = client.get(WHOAMI, HTTP_AUTHORIZATION=f"Bearer {key}")
     assert response.status_code == 401
@@ -109,6 +119,18 @@ def test_wrong_scheme_word(client, api_key):
     assert row.reason == "missing"
     assert row.detail == {"authorization_scheme": "Bearer"}
     assert key not in str(row.detail)
+
+
+def test_an_api_key_sent_as_a_bearer_token_is_refused_by_the_bearer_scheme(client, api_key):
+    # The example project accepts OAuth 2.0 bearer tokens: it claims the header,
+    # finds no such token, and never writes the key anywhere.
+    _obj, key = api_key
+    response = client.get(WHOAMI, HTTP_AUTHORIZATION=f"Bearer {key}")
+    assert response.status_code == 401
+    assert response["WWW-Authenticate"].startswith("Bearer ")
+    row = only_row()
+    assert (row.scheme, row.outcome, row.reason) == ("oauth2", "failure", "unknown_credential")
+    assert not any(key in str(values) for values in AuditEvent.objects.values_list())
 
 
 @pytest.mark.parametrize(
@@ -334,7 +356,7 @@ def test_bare_key_without_keyword_is_refused_and_never_recorded(client, api_key)
 
 
 @pytest.mark.parametrize("header", ["Zm9vOmJhcg==", "abcdefghijklmnopqrstuvwxyz0123456789", "Bearer"])
-def test_bare_foreign_credentials_are_never_recorded(client, header):
+def test_bare_foreign_credentials_are_never_recorded(client, header, api_keys_only):
     client.get(WHOAMI, HTTP_AUTHORIZATION=header)
     row = only_row()
     assert row.reason == "missing"

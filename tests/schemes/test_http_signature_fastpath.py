@@ -190,3 +190,23 @@ def test_fast_dictionary_parser_agrees_with_http_sf(value):
             assert [(v, dict(p)) for v, p in g_value] == [(v, dict(p)) for v, p in e_value]
         else:
             assert g_value == e_value
+
+
+@pytest.mark.parametrize("path", [
+    "/api/whoami/",
+    "/api/whoami/?b=2&a=1&a=3",
+    "/api/whoami/?x=%20y&e=%C3%A9",
+    "/api/%C3%A9t%C3%A9/",
+    "/api/a%2Fb/",
+    "/api/./whoami/",
+    "/api/../whoami/",
+    "/api/whoami/.",
+    "//api/whoami/",
+    "/api/whoami/?next=/./x",
+    "/api/wh%3Foami/?q=1#frag",
+])
+@pytest.mark.parametrize(("host", "secure"), [("testserver", False), ("TestServer:8080", True)])
+def test_target_uri_is_build_absolute_uri(path, host, secure):
+    request = django_request("GET", path, {}, None, host=host, secure=secure)
+    expected = request.build_absolute_uri()
+    assert http_signature._target_uri(request, request.scheme, request.get_host()) == expected
