@@ -21,6 +21,8 @@ and a dictionary lookup, not a base64 decode and an ASN.1 parse.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 from functools import lru_cache
 from typing import Any, ClassVar
@@ -162,7 +164,31 @@ def decode_envoy(value: str) -> _Certificate:
     raise ca_x509.CertificateError("XFCC element without Cert or Hash")
 
 
-DECODERS = {"nginx": decode_nginx, "envoy": decode_envoy, "rfc9440": decode_rfc9440, "pem": decode_pem}
+_BASE64 = re.compile(r"^[A-Za-z0-9+/]+={0,2}$")
+
+
+@lru_cache(maxsize=4096)
+def decode_traefik(value: str) -> _Certificate:
+    """Traefik's ``X-Forwarded-Tls-Client-Cert`` (``passTLSClientCert`` with ``pem: true``).
+
+    The base64 body of each PEM certificate without its armour and line breaks,
+    leaf first, comma-separated when the client sent a chain; Traefik 2
+    URL-escapes the value, Traefik 3 does not. Only the leaf (the first) is
+    the client's certificate.
+    """
+    leaf = unquote(value).split(",", 1)[0].strip()
+    if not leaf or not _BASE64.fullmatch(leaf):
+        raise ca_x509.CertificateError("X-Forwarded-Tls-Client-Cert is not base64")
+    try:
+        der = base64.b64decode(leaf, validate=True)
+    except (binascii.Error, ValueError):
+        raise ca_x509.CertificateError("X-Forwarded-Tls-Client-Cert is not base64") from None
+    facts = ca_x509.facts_from_der(der)
+    return _Certificate(facts.fingerprint_sha256, facts, der)
+
+
+DECODERS = {"nginx": decode_nginx, "envoy": decode_envoy, "rfc9440": decode_rfc9440, "pem": decode_pem,
+            "traefik": decode_traefik}
 
 
 class ClientCertificateAuthentication(CredentialAuthentication):

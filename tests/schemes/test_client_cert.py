@@ -854,3 +854,85 @@ def test_revocation_not_cached(client, issued):
     assert get(client, headers).status_code == 200
     lifecycle.revoke(issued, reason="rotated out")
     assert get(client, headers).status_code == 401
+
+
+# -- Traefik (passTLSClientCert with pem: true), format "traefik" --------------------------
+# Traefik 3 sends the base64 body of each PEM certificate without armour or line
+# breaks, leaf first, comma-separated for a chain; Traefik 2 URL-escapes that value.
+
+TRAEFIK_HEADER = "X-Forwarded-Tls-Client-Cert"
+TRAEFIK_META = "HTTP_X_FORWARDED_TLS_CLIENT_CERT"
+
+
+@pytest.fixture
+def traefik_header() -> Iterator[None]:
+    with override_settings(APIAUTH_CLIENT_CERT_HEADERS={TRAEFIK_HEADER: "traefik"}):
+        yield
+
+
+def traefik_body(pem: str) -> str:
+    """What Traefik 3 puts in the header for one certificate."""
+    return base64.b64encode(der_of(pem)).decode()
+
+
+def traefik_get(client: Any, value: str, *, remote: str = TERMINATOR) -> Any:
+    return client.get("/api/whoami/", REMOTE_ADDR=remote, **{TRAEFIK_META: value})
+
+
+def traefik_refused_row(response: Any) -> AuditEvent:
+    assert response.status_code == 401, response.content
+    assert response["WWW-Authenticate"] == CHALLENGE
+    rows = list(AuditEvent.objects.filter(event="authenticate"))
+    assert len(rows) == 1 and rows[0].outcome == "failure"
+    return rows[0]
+
+
+@pytest.mark.parametrize("encode", [lambda v: v, lambda v: quote(v, safe="")], ids=["traefik3", "traefik2"])
+def test_the_forwarded_certificate_authenticates(traefik_header, client, issued, encode):
+    response = traefik_get(client, encode(traefik_body(issued.certificate_pem)))
+    assert response.status_code == 200, response.content
+    assert response.json()["credential_id"] == issued.fingerprint_sha256
+
+
+def test_with_a_chain_the_leaf_is_the_client(traefik_header, client, issued, ca):
+    chain = ",".join([traefik_body(issued.certificate_pem), traefik_body(ca.certificate_pem)])
+    response = traefik_get(client, chain)
+    assert response.status_code == 200, response.content
+    assert response.json()["credential_id"] == issued.fingerprint_sha256
+
+
+def test_a_chain_with_the_ca_first_is_the_ca_and_refused(traefik_header, client, issued, ca):
+    chain = ",".join([traefik_body(ca.certificate_pem), traefik_body(issued.certificate_pem)])
+    response = traefik_get(client, chain)
+    assert traefik_refused_row(response).reason in {"bad_certificate", "unknown_credential"}
+
+
+@pytest.mark.parametrize("value", [
+    "", ",", "not base64!", "QUJD", "@@@@", "====",
+    "-----BEGIN CERTIFICATE-----MIIB-----END CERTIFICATE-----",
+    "A" * 10_000,
+], ids=["empty", "comma", "not-base64", "not-der", "symbols", "padding", "pem-armour", "junk"])
+def test_malformed_values_are_refused(traefik_header, client, value):
+    if value == "":
+        response = traefik_get(client, value)
+        assert response.status_code == 401  # an empty header is no certificate at all
+        return
+    assert traefik_refused_row(traefik_get(client, value)).reason == "malformed"
+
+
+def test_trailing_junk_after_the_certificate_is_refused(traefik_header, client, issued):
+    value = traefik_body(issued.certificate_pem) + "AAAA"
+    assert traefik_refused_row(traefik_get(client, value)).reason == "malformed"
+
+
+def test_the_header_from_an_untrusted_peer_is_refused(traefik_header, client, issued):
+    response = traefik_get(client, traefik_body(issued.certificate_pem), remote="198.51.100.7")
+    row = traefik_refused_row(response)
+    assert row.reason == "untrusted_proxy"
+
+
+def test_the_traefik_format_is_known_to_the_system_check(traefik_header):
+    from django.core import checks
+
+    errors = [e for e in checks.run_checks() if e.id == "apiauth.E008"]
+    assert errors == []
