@@ -86,7 +86,7 @@ def test_expiring_ca_warning():
 
 
 def test_unknown_client_cert_format():
-    assert "apiauth.E008" in ids(APIAUTH_CLIENT_CERT_HEADERS={"X-Client": "traefik"})
+    assert "apiauth.E008" in ids(APIAUTH_CLIENT_CERT_HEADERS={"X-Client": "haproxy"})
 
 
 def test_missing_audit_key_in_production():
