@@ -41,6 +41,8 @@ test: venv system-deps lint migrations-check
 
 bench: venv
 	$(PY) benchmarks/run.py
+	$(PY) benchmarks/audit_pages.py
+	$(PY) benchmarks/guard_cost.py
 
 docs: venv
 	$(VENV)/bin/mkdocs build --strict

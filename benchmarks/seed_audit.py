@@ -86,6 +86,11 @@ def seed_audit(count: int, *, using: str = "default", per_day: int = 35_000,
     template[order["method"]] = "GET"
     template[order["request_id"]] = ""
     template[order["detail"]] = empty_detail
+    # Integrity columns (docs/audit-integrity.md): synthetic rows carry no MAC
+    # and are never sealed (verify_audit would report them; nothing here runs it).
+    for name, value in (("mac", ""), ("seq", None), ("chain", "")):
+        if name in order:
+            template[order[name]] = value
 
     with transaction.atomic(using=using), connection.cursor() as cursor:
         indexes: list[str] = []

@@ -9,7 +9,7 @@ with the guard off, with the defaults (lockout + new-address alert: one
 round; CPU time (``time.process_time``) of the best of three batches per
 round, then the minimum and median over rounds.
 
-    .venv/bin/python scripts/time_abuse_guard.py [--rounds 10] [--redis redis://127.0.0.1:6379/0]
+    .venv/bin/python benchmarks/guard_cost.py [--rounds 10] [--redis redis://127.0.0.1:6379/0]
 """
 
 from __future__ import annotations
