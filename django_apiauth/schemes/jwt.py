@@ -195,8 +195,11 @@ def _b64_json(segment: str) -> Any:
 # -- key sets ----------------------------------------------------------------
 
 
-def _cache_key(issuer: str, kind: str) -> str:
-    return f"apiauth:jwks:{kind}:{hashlib.sha256(issuer.encode()).hexdigest()[:40]}"
+def _cache_key(issuer: str, kind: str, jwks_uri: str = "") -> str:
+    # The URI is part of the key: two users of one issuer (JWT bearer tokens,
+    # OIDC sign-in) configured with different JWKS URIs never mix their sets.
+    name = f"{issuer}\0{jwks_uri}" if jwks_uri else issuer
+    return f"apiauth:jwks:{kind}:{hashlib.sha256(name.encode()).hexdigest()[:40]}"
 
 
 def fetch_jwks(uri: str) -> list[dict[str, Any]]:
@@ -230,9 +233,9 @@ def issuer_keys(issuer: Issuer, *, refresh: bool = False) -> list[dict[str, Any]
         return local_provider_keys()
     try:
         cache = caches[app_settings.JWKS_CACHE]
-        cached = cache.get(_cache_key(issuer.issuer, "set"))
+        cached = cache.get(_cache_key(issuer.issuer, "set", issuer.jwks_uri))
         if refresh and cached is not None:
-            if not cache.add(_cache_key(issuer.issuer, "cooldown"), 1,
+            if not cache.add(_cache_key(issuer.issuer, "cooldown", issuer.jwks_uri), 1,
                              app_settings.JWKS_REFETCH_COOLDOWN):
                 return cached  # type: ignore[no-any-return]
         elif cached is not None:
@@ -247,7 +250,8 @@ def issuer_keys(issuer: Issuer, *, refresh: bool = False) -> list[dict[str, Any]
             return cached  # type: ignore[no-any-return]
         raise
     try:
-        cache.set(_cache_key(issuer.issuer, "set"), keys, app_settings.JWKS_CACHE_SECONDS)
+        cache.set(_cache_key(issuer.issuer, "set", issuer.jwks_uri), keys,
+                  app_settings.JWKS_CACHE_SECONDS)
     except Exception:
         logger.exception("The JWKS cache is unavailable")
     return keys

@@ -207,7 +207,7 @@ def test_client_credentials_jwt_calls_whoami(live_server: Any, provider: str,
     assert response.json() == {"user": "svc-reports", "scheme": "jwt", "credential_id": claims["jti"],
                                "scopes": ["whoami:read"]}
     # The API fetched the provider's JWKS over HTTP and cached it.
-    assert cache.get(jwt_scheme._cache_key(provider, "set"))
+    assert cache.get(jwt_scheme._cache_key(provider, "set", provider + "/.well-known/jwks.json"))
     # DOT stores the row (text column) but only its checksum (RFC 9700 token storage).
     row = AccessToken.objects.get()
     assert row.token == ""

@@ -756,3 +756,19 @@ def test_verified_token_cache_still_checks_expiry(client: Any, alice: Any, mint:
         response = get(client, token)
     assert response.status_code == 401
     assert audit_rows()[-1].reason == "expired"
+
+
+def test_one_issuer_with_two_jwks_uris_never_mixes_their_key_sets(jwks: JWKSServer, rsa_key: Any,
+                                                                  attacker_key: Any) -> None:
+    """JWT bearer auth and OIDC sign-in may name one issuer with different JWKS URIs:
+    each URI has its own cache entry (the attacker's set is never served for the other)."""
+    from django_apiauth.schemes.jwt import Issuer, issuer_keys
+
+    good = Issuer.from_setting(issuer_setting(jwks))
+    other = Issuer.from_setting(issuer_setting(jwks, jwks_uri=jwks.url("evil")))
+    good_keys = issuer_keys(good)
+    other_keys = issuer_keys(other)
+    assert {k["n"] for k in good_keys if k.get("kty") == "RSA"} == {rsa_jwk(rsa_key, "x")["n"]}
+    assert {k["n"] for k in other_keys} == {rsa_jwk(attacker_key, "x")["n"]}
+    assert issuer_keys(good) == good_keys  # still its own set, from the cache
+    assert jwks.hits == {"jwks": 1, "evil": 1}
