@@ -15,12 +15,13 @@ from __future__ import annotations
 import base64
 import datetime
 import html
+import ipaddress
 import shutil
 from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, HttpResponseForbidden
 from django.shortcuts import render
 from django.urls import path
 from django.views.decorators.csrf import csrf_exempt
@@ -116,6 +117,17 @@ def _server(base_url: str, sp_metadata: str) -> Any:
     return Server(config=config)
 
 
+def _loopback_only(request: HttpRequest) -> HttpResponse | None:
+    """The demo IdP signs anyone in without a password: it answers only to a
+    browser on this machine, so a deployed copy of the example project cannot
+    be entered through it."""
+    try:
+        local = ipaddress.ip_address(request.META.get("REMOTE_ADDR", "")).is_loopback
+    except ValueError:
+        local = False
+    return None if local else HttpResponseForbidden("The demo IdP answers only on loopback.")
+
+
 def _base_url(request: HttpRequest) -> str:
     return f"{request.scheme}://{request.get_host()}"
 
@@ -137,6 +149,8 @@ def metadata(request: HttpRequest) -> HttpResponse:
     from saml2.config import IdPConfig
     from saml2.metadata import entity_descriptor
 
+    if (refused := _loopback_only(request)) is not None:
+        return refused
     if not available():
         return HttpResponse("xmlsec1 is not installed: run `make system-deps`.", status=503)
     key_path, cert_path = ensure_keys()
@@ -158,6 +172,8 @@ def sso(request: HttpRequest) -> HttpResponse:
     """GET: the SP's AuthnRequest (Redirect binding) → pick a demo user; POST: answer the SP."""
     from saml2 import BINDING_HTTP_REDIRECT
 
+    if (refused := _loopback_only(request)) is not None:
+        return refused
     if not available():
         return HttpResponse("xmlsec1 is not installed: run `make system-deps`.", status=503)
     source = request.GET if request.method == "GET" else request.POST

@@ -103,3 +103,9 @@ def test_staff_signs_in_to_the_admin_through_the_demo_openid_provider(demo: tupl
         assert "alice" in done.text
     row = AuditEvent.objects.filter(event="sso_login").latest("id")
     assert (row.scheme, row.outcome, row.username) == ("oidc", "success", "alice")
+
+
+@pytest.mark.parametrize("path", ["/demo-idp/sso/?SAMLRequest=x", "/demo-idp/metadata/"])
+def test_the_demo_idp_answers_only_on_loopback(client: Any, path: str) -> None:
+    """It signs anyone in without a password: a deployed example project must not offer it."""
+    assert client.get(path, REMOTE_ADDR="203.0.113.9").status_code == 403
