@@ -27,6 +27,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from django.conf import settings
 
+from ..app_settings import app_settings
+
 VERSION = "v1"
 _INFO = b"django_apiauth.encryption.v1"
 
@@ -48,7 +50,9 @@ _KEYRING_CACHE: dict[tuple[str | bytes, ...], list[tuple[str, AESGCM]]] = {}
 
 
 def _sources() -> tuple[str | bytes, ...]:
-    configured = getattr(settings, "APIAUTH_ENCRYPTION_KEYS", None)
+    # Read through the settings memo: a missing setting costs Django an
+    # exception per lookup, and signed requests ask on every request.
+    configured = app_settings._setting("ENCRYPTION_KEYS", None)
     if configured:
         return tuple(configured)
     return (settings.SECRET_KEY, *getattr(settings, "SECRET_KEY_FALLBACKS", ()))

@@ -17,12 +17,27 @@ from ..app_settings import app_settings
 from .authentication import DependencyUnavailable
 
 
+def _key(namespace: str, value: str | bytes) -> str:
+    raw = value.encode() if isinstance(value, str) else value
+    return "apiauth:replay:" + hashlib.sha256(namespace.encode() + b"\0" + raw).hexdigest()
+
+
 def first_use(namespace: str, value: str | bytes, ttl_seconds: int) -> bool:
     """True the first time ``value`` is seen in ``namespace`` within ``ttl_seconds``."""
-    raw = value.encode() if isinstance(value, str) else value
-    digest = hashlib.sha256(namespace.encode() + b"\0" + raw).hexdigest()
     try:
         cache = caches[app_settings.REPLAY_CACHE]
-        return bool(cache.add(f"apiauth:replay:{digest}", 1, timeout=max(1, ttl_seconds)))
+        return bool(cache.add(_key(namespace, value), 1, timeout=max(1, ttl_seconds)))
     except Exception as exc:  # any backend error: fail closed
+        raise DependencyUnavailable(type(exc).__name__) from None
+
+
+def seen(namespace: str, value: str | bytes) -> bool:
+    """Whether ``value`` is remembered in ``namespace`` (read only, records nothing).
+
+    For explaining a refusal that is decided anyway: raises
+    :class:`DependencyUnavailable` when the store cannot be read.
+    """
+    try:
+        return caches[app_settings.REPLAY_CACHE].get(_key(namespace, value)) is not None
+    except Exception as exc:
         raise DependencyUnavailable(type(exc).__name__) from None

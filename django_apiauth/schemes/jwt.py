@@ -285,8 +285,12 @@ def _pyjwk(jwk_json: str, algorithm: str) -> jwt.PyJWK:
     return jwt.PyJWK(json.loads(jwk_json), algorithm=algorithm)
 
 
-def _select_key(keys: list[dict[str, Any]], kid: str | None) -> dict[str, Any] | None:
-    signing = [k for k in keys if k.get("use", "sig") == "sig"]
+def select_key(keys: list[dict[str, Any]], kid: str | None) -> dict[str, Any] | None:
+    """The signing JWK named ``kid`` (without a ``kid``: the only signing key, if one).
+
+    Shared with OpenID Connect sign-in (:mod:`django_apiauth.sso.oidc.client`).
+    """
+    signing = [k for k in keys if isinstance(k, dict) and k.get("use", "sig") == "sig"]
     if kid is None:
         return signing[0] if len(signing) == 1 else None
     for key in signing:
@@ -524,9 +528,9 @@ class JWTAuthentication(ApiAuthentication):
     def find_key(self, issuer: Issuer, kid: str | None, alg: str, facts: dict[str, Any]) -> jwt.PyJWK:
         """The issuer's key for ``kid``: never a key named by the token itself
         (``jku``, ``x5u``, ``jwk``, ``x5c`` are ignored)."""
-        jwk = _select_key(issuer_keys(issuer), kid)
+        jwk = select_key(issuer_keys(issuer), kid)
         if jwk is None and issuer.jwks_uri and kid is not None:
-            jwk = _select_key(issuer_keys(issuer, refresh=True), kid)  # key rotation
+            jwk = select_key(issuer_keys(issuer, refresh=True), kid)  # key rotation
         if jwk is None:
             raise Refused(reasons.BAD_SIGNATURE, detail={**facts, "problem": "unknown kid"})
         if jwk.get("alg") not in (None, alg):

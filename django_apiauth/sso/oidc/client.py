@@ -173,8 +173,9 @@ def forget_metadata(provider: OidcProvider) -> None:
 
 
 def _jwt_issuer(provider: OidcProvider, metadata: dict[str, Any]) -> jwt_scheme.Issuer:
-    # Only ``issuer`` (the cache key) and ``jwks_uri`` are read by issuer_keys();
-    # the JWKS cache is shared with JWT bearer authentication of the same issuer.
+    # Only ``issuer`` and ``jwks_uri`` (together the cache key) are read by
+    # issuer_keys(); JWT bearer authentication of the same issuer and JWKS URI
+    # shares the cached set.
     return jwt_scheme.Issuer(
         issuer=provider.issuer, audience=(provider.client_id,), jwks_uri=metadata["jwks_uri"], keys=(),
         algorithms=provider.algorithm_list, leeway=app_settings.OIDC_LEEWAY, max_lifetime=0, typ="",
@@ -190,22 +191,12 @@ def signing_key(provider: OidcProvider, metadata: dict[str, Any], kid: str | Non
     """
     issuer = _jwt_issuer(provider, metadata)
     try:
-        jwk = _select(jwt_scheme.issuer_keys(issuer), kid)
+        jwk = jwt_scheme.select_key(jwt_scheme.issuer_keys(issuer), kid)
         if jwk is None and kid is not None:
-            jwk = _select(jwt_scheme.issuer_keys(issuer, refresh=True), kid)  # key rotation
+            jwk = jwt_scheme.select_key(jwt_scheme.issuer_keys(issuer, refresh=True), kid)  # key rotation
     except DependencyUnavailable:
         raise ProviderUnreachable("jwks", "unavailable") from None
     return jwk
-
-
-def _select(keys: list[dict[str, Any]], kid: str | None) -> dict[str, Any] | None:
-    usable = [k for k in keys if isinstance(k, dict) and k.get("use", "sig") == "sig"]
-    if kid is None:
-        return usable[0] if len(usable) == 1 else None
-    for key in usable:
-        if key.get("kid") == kid:
-            return key
-    return None
 
 
 def token_auth_method(provider: OidcProvider, metadata: dict[str, Any]) -> str:

@@ -42,7 +42,7 @@ from django.utils import timezone
 from ...app_settings import app_settings
 from ...core import encryption, reasons
 from ...core.authentication import DependencyUnavailable
-from ...core.replay import first_use
+from ...core.replay import first_use, seen
 from ..identity import SsoRefused
 from .models import MAX_PENDING_PER_BROWSER, SamlAuthnRequest, SamlIdentityProvider, SamlServiceProviderKey
 
@@ -515,14 +515,10 @@ def _replay_namespace(provider: SamlIdentityProvider) -> str:
 
 def _already_used(provider: SamlIdentityProvider, assertion_id: str) -> bool:
     """Whether the replay store holds ``assertion_id`` (read only; for the audit
-    reason of a response whose request was already consumed). Same key as
-    :func:`django_apiauth.core.replay.first_use`."""
-    from django.core.cache import caches
-
-    digest = hashlib.sha256(_replay_namespace(provider).encode() + b"\0" + assertion_id.encode()).hexdigest()
+    reason of a response whose request was already consumed)."""
     try:
-        return caches[app_settings.REPLAY_CACHE].get(f"apiauth:replay:{digest}") is not None
-    except Exception:  # the store is down: the caller refuses anyway
+        return seen(_replay_namespace(provider), assertion_id)
+    except DependencyUnavailable:  # the store is down: the caller refuses anyway
         return False
 
 
