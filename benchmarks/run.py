@@ -12,7 +12,15 @@ credential (information), and a signed POST with a 1 KiB JSON body
 (``Content-Digest`` covered; issue #3 target against our API-key row), next to
 "the floor", a bare hand-written HMAC check of the same POST (information). A
 signature is accepted once (replay protection), so every request carries its
-own signature, made (client work, not timed) just before its batch is timed.
+own signature, made (client work, not timed) before its round is timed.
+
+Every request of every variant gets its own environ, new strings included, as
+a WSGI server builds one per request; a round's environs are all built (and
+the signed ones signed) before any batch of the round is timed, so the work of
+building them falls before the round's first batch, whichever variant the
+shuffle puts first. (Signing each batch just before timing it, as this script
+did before, charged the signed rows for a CPU cache full of the client's
+signing code: about 0.15-0.3 of the issue #3 ratio.)
 
 Forwarded client certificates (``ClientCertificateAuthentication`` +
 ``HasScopes``, nginx header format, from a trusted proxy), in the same rounds:
@@ -544,14 +552,17 @@ class Driver:
                 failures += 1
         return failures
 
-    def batch_each(self, environs: list[dict[str, Any]], out: list[int], body: bytes = b"") -> int:
-        """As :meth:`batch`, one request per prebuilt environ (the signed variants),
-        each with ``body`` as its ``wsgi.input``."""
+    def batch_each(self, environs: list[dict[str, Any]], out: list[int], body: bytes = b"",
+                   before: Callable[[], None] | None = None) -> int:
+        """As :meth:`batch`, one request per prebuilt environ, each with ``body``
+        as its ``wsgi.input``."""
         handler = self.handler
         clock = time.perf_counter_ns
         new_input = io.BytesIO
         failures = 0
         for environ in environs:
+            if before is not None:
+                before()
             start = clock()
             env = environ.copy()
             env["wsgi.input"] = new_input(body)
@@ -564,22 +575,41 @@ class Driver:
                 failures += 1
         return failures
 
-    def timed_batch(self, env: Environment, name: str, environ: dict[str, Any], n: int,
+    def prepare(self, env: Environment, name: str, environ: dict[str, Any],
+                n: int) -> list[dict[str, Any]]:
+        """``n`` environs of variant ``name``, one per request, built before any is timed.
+
+        A WSGI server builds a new environ, with new strings, for every request:
+        so does this, for every variant alike. The signed variants are signed
+        here (client work, not timed). ``bench_requests`` prepares a whole round
+        before timing any of it, so the work of preparing (signing above all,
+        which fills the CPU caches with the client library) precedes the
+        round's first batch, whichever variant the shuffle puts first, and not
+        always the signed variant's own batch.
+        """
+        sources = (self.signed_environs(VARIANTS[name][1], env.signers[name], n)
+                   if name in SIGNED else [environ] * n)
+        # Copied in one go for every variant alike: the signer's own allocations
+        # do not leave the signed environs scattered through memory.
+        return [{k: _fresh(v) for k, v in source.items()} for source in sources]
+
+    def timed_batch(self, env: Environment, name: str, environs: list[dict[str, Any]],
                     out: list[int]) -> int:
-        """``n`` timed requests of variant ``name``; the signed ones are signed first, untimed.
+        """One timed request per environ of variant ``name`` (from :meth:`prepare`).
 
         ``mtls_uncached`` empties the decode caches before each request, untimed;
         ``mtls_cached`` fills them first, untimed (the other row empties them).
         """
-        if name in SIGNED:
-            signer = env.signers[name]
-            prepared = self.signed_environs(VARIANTS[name][1], signer, n)
-            return self.batch_each(prepared, out, signer.body or b"")
         if name == "mtls_uncached":
-            return self.batch(environ, n, out, before=env.clear_decode_caches)
+            return self.batch_each(environs, out, before=env.clear_decode_caches)
         if name == "mtls_cached":
             env.warm_decode_caches()
-        return self.batch(environ, n, out, body=env.body if name in PLAIN_POSTED else b"")
+        return self.batch_each(environs, out, env.body if name in POST_ROWS else b"")
+
+
+def _fresh(value: Any) -> Any:
+    """A new string object equal to ``value`` (other values as they are)."""
+    return (value + "\0")[:-1] if isinstance(value, str) else value
 
 
 def base_environ(env: Environment, driver: Driver, name: str) -> dict[str, Any]:
@@ -823,7 +853,8 @@ def bench_requests(env: Environment, names: list[str], rounds: int, batch: int,
 
     for name in names:  # warm-up: caches, compiled SQL, first-use imports
         with _AuditSuccess(_audit_setting(name)):
-            failures[name] += driver.timed_batch(env, name, environs[name], warmup, [])
+            failures[name] += driver.timed_batch(
+                env, name, driver.prepare(env, name, environs[name], warmup), [])
 
     started = time.perf_counter()
     quiet_gc()
@@ -831,9 +862,11 @@ def bench_requests(env: Environment, names: list[str], rounds: int, batch: int,
         for index in range(rounds):
             order = list(names)
             rng.shuffle(order)
+            # The whole round is prepared (and signed) before any of it is timed.
+            prepared = {name: driver.prepare(env, name, environs[name], batch) for name in names}
             for name in order:
                 with _AuditSuccess(_audit_setting(name)):
-                    failures[name] += driver.timed_batch(env, name, environs[name], batch,
+                    failures[name] += driver.timed_batch(env, name, prepared.pop(name),
                                                          samples[name])
             if (index + 1) % max(1, rounds // 10) == 0:
                 log(f"  requests: round {index + 1}/{rounds} ({time.perf_counter() - started:.0f} s)")
@@ -1284,8 +1317,8 @@ def render_signatures(req: dict[str, Any]) -> list[str]:
         " (benchmarks/floor.py): http_sf parse,",
         "   signature base built by hand, sha-256 digest and HMAC compared; key in memory, no"
         " database, no audit row, no replay store.",
-        "   Every request carries its own signature (a repeat is refused as a replay): each batch"
-        " is signed just before it is timed, signing NOT timed.",
+        "   Every request carries its own signature (a repeat is refused as a replay): each round"
+        " is signed before any of it is timed, signing NOT timed.",
         "   Checked before timing: a signed request gets 200 (audit row written), the same request"
         " again 401 (not the floor); another key, no signature, another body: 401/403.",
         f"   Replay store (one cache.add per request, on the signed nonce): {sig['replay_store']};"
@@ -1365,7 +1398,7 @@ def render_bearer(req: dict[str, Any]) -> list[str]:
 # -- profile ---------------------------------------------------------------------------
 
 
-def profile(env: Environment, name: str, n: int) -> None:
+def profile(env: Environment, name: str, n: int, out: str | None = None) -> None:
     """cProfile ``n`` requests of one variant and print where the time goes."""
     import cProfile
     import pstats
@@ -1374,7 +1407,7 @@ def profile(env: Environment, name: str, n: int) -> None:
     verify_variants(env, driver, [name])
     environ = base_environ(env, driver, name)
     with _AuditSuccess(_audit_setting(name)):
-        driver.timed_batch(env, name, environ, 200, [])
+        driver.timed_batch(env, name, driver.prepare(env, name, environ, 200), [])
         if name in SIGNED:  # signed before profiling: only the server's work is profiled
             prepared = driver.signed_environs(VARIANTS[name][1], env.signers[name], n)
         if name == "mtls_cached":
@@ -1388,6 +1421,8 @@ def profile(env: Environment, name: str, n: int) -> None:
                          before=env.clear_decode_caches if name == "mtls_uncached" else None,
                          body=env.body if name in PLAIN_POSTED else b"")
         profiler.disable()
+    if out:
+        profiler.dump_stats(out)
     stats = pstats.Stats(profiler, stream=sys.stdout)
     stats.strip_dirs().sort_stats("cumulative").print_stats(45)
     stats.sort_stats("tottime").print_stats(30)
@@ -1435,6 +1470,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--profile", choices=[n for n in VARIANTS if n != BASELINE], default=None,
                         help="instead of benchmarking, cProfile one variant and print the top functions")
     parser.add_argument("--profile-requests", type=int, default=5000)
+    parser.add_argument("--profile-out", default=None, metavar="FILE",
+                        help="also write the raw cProfile stats to FILE (for pstats / snakeviz)")
     args = parser.parse_args(argv)
     args.rounds = args.rounds or (40 if args.quick else 1000)
     args.lookup_rounds = args.lookup_rounds or (20 if args.quick else 200)
@@ -1455,7 +1492,7 @@ def main(argv: list[str] | None = None) -> int:
         log(f"setting up Django on fresh databases in {tmpdir} ...")
         env = Environment(tmpdir, sizes)
         if args.profile:
-            profile(env, args.profile, args.profile_requests)
+            profile(env, args.profile, args.profile_requests, args.profile_out)
             return 0
         result: dict[str, Any] = {"info": run_info(env, args)}
         if not args.skip_requests:
