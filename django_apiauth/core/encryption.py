@@ -26,6 +26,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from django.conf import settings
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 
 from ..app_settings import app_settings
 
@@ -50,12 +52,27 @@ _KEYRING_CACHE: dict[tuple[str | bytes, ...], list[tuple[str, AESGCM]]] = {}
 
 
 def _sources() -> tuple[str | bytes, ...]:
-    # Read through the settings memo: a missing setting costs Django an
-    # exception per lookup, and signed requests ask on every request.
-    configured = app_settings._setting("ENCRYPTION_KEYS", None)
-    if configured:
-        return tuple(configured)
-    return (settings.SECRET_KEY, *getattr(settings, "SECRET_KEY_FALLBACKS", ()))
+    # Memoised (signed requests ask on every request) until one of the
+    # settings it reads changes.
+    global _SOURCES
+    if _SOURCES is None:
+        configured = app_settings._setting("ENCRYPTION_KEYS", None)
+        if configured:
+            _SOURCES = tuple(configured)
+        else:
+            _SOURCES = (settings.SECRET_KEY, *getattr(settings, "SECRET_KEY_FALLBACKS", ()))
+    return _SOURCES
+
+
+_SOURCES: tuple[str | bytes, ...] | None = None
+_SOURCE_SETTINGS = frozenset({"SECRET_KEY", "SECRET_KEY_FALLBACKS", "APIAUTH_ENCRYPTION_KEYS"})
+
+
+@receiver(setting_changed)
+def _forget_sources(setting: str = "", **kwargs: object) -> None:
+    global _SOURCES
+    if setting in _SOURCE_SETTINGS:
+        _SOURCES = None
 
 
 def keyring() -> list[tuple[str, AESGCM]]:

@@ -37,11 +37,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from django.core.cache import caches
 from django.db import DatabaseError, router
 
 from ..app_settings import app_settings
-from . import alerts, audit, ratelimit, reasons
+from . import alerts, audit, cachestore, ratelimit, reasons
 from .models import ip_allowed
 
 logger = logging.getLogger("django_apiauth")
@@ -63,7 +62,7 @@ class StoreUnavailable(Exception):
 
 
 def cache() -> Any:
-    return caches[app_settings.RATE_LIMIT_CACHE]
+    return cachestore.cache(app_settings.RATE_LIMIT_CACHE)
 
 
 def _h(*parts: str) -> str:

@@ -11,22 +11,24 @@ from __future__ import annotations
 
 import hashlib
 
-from django.core.cache import caches
-
 from ..app_settings import app_settings
 from .authentication import DependencyUnavailable
+from .cachestore import cache
 
 
 def _key(namespace: str, value: str | bytes) -> str:
     raw = value.encode() if isinstance(value, str) else value
-    return "apiauth:replay:" + hashlib.sha256(namespace.encode() + b"\0" + raw).hexdigest()
+    # 128 bits: a collision would refuse an honest request, not accept a replay;
+    # short keys are cheaper to validate and to store.
+    return "apiauth:replay:" + hashlib.blake2b(namespace.encode() + b"\0" + raw,
+                                               digest_size=16).hexdigest()
 
 
 def first_use(namespace: str, value: str | bytes, ttl_seconds: int) -> bool:
     """True the first time ``value`` is seen in ``namespace`` within ``ttl_seconds``."""
     try:
-        cache = caches[app_settings.REPLAY_CACHE]
-        return bool(cache.add(_key(namespace, value), 1, timeout=max(1, ttl_seconds)))
+        store = cache(app_settings.REPLAY_CACHE)
+        return bool(store.add(_key(namespace, value), 1, timeout=max(1, ttl_seconds)))
     except Exception as exc:  # any backend error: fail closed
         raise DependencyUnavailable(type(exc).__name__) from None
 
@@ -38,6 +40,6 @@ def seen(namespace: str, value: str | bytes) -> bool:
     :class:`DependencyUnavailable` when the store cannot be read.
     """
     try:
-        return caches[app_settings.REPLAY_CACHE].get(_key(namespace, value)) is not None
+        return cache(app_settings.REPLAY_CACHE).get(_key(namespace, value)) is not None
     except Exception as exc:
         raise DependencyUnavailable(type(exc).__name__) from None

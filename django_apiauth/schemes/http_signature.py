@@ -20,14 +20,16 @@ Lookup, usability, last-used and audit are the core's.
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import hmac
 import json
 import re
 import time
+from collections.abc import Sequence
 from datetime import timedelta
-from functools import cache
-from typing import Any, ClassVar
+from functools import cache, lru_cache
+from typing import Any, ClassVar, NamedTuple
 from urllib.parse import urlsplit
 
 import http_sf
@@ -36,6 +38,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from django.core.exceptions import DisallowedHost
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 from django.http import HttpRequest
 from django.utils.encoding import iri_to_uri
 from http_message_signatures import HTTPMessageVerifier, HTTPSignatureKeyResolver, algorithms
@@ -60,6 +64,8 @@ ALGORITHMS: dict[str, type[algorithms.HTTPSignatureAlgorithm]] = {
 }
 TARGET_COMPONENTS = ("@target-uri",)
 SPLIT_TARGET_COMPONENTS = ("@authority", "@path", "@query")
+_TARGET = frozenset(TARGET_COMPONENTS)
+_SPLIT_TARGET = frozenset(SPLIT_TARGET_COMPONENTS)
 _DUMMY_KEY = b"\0" * 32
 
 
@@ -124,7 +130,7 @@ class HttpSignatureAuthentication(CredentialAuthentication):
                 "Send both the Signature-Input and the Signature header (RFC 9421)."
             ))
         try:
-            host = django_request.get_host()  # validated once, reused by the fast path
+            host = _validated_host(django_request)  # validated once, reused by the fast path
         except DisallowedHost:
             # The signed @target-uri / @authority cannot be rebuilt from a host
             # this site does not serve: a refusal, audited, not a bare 400.
@@ -134,18 +140,28 @@ class HttpSignatureAuthentication(CredentialAuthentication):
         limit = app_settings.SIGNATURE_MAX_HEADER_LENGTH
         if len(signature_input) > limit or len(signature) > limit:
             raise Refused(reasons.MALFORMED, detail={"length": max(len(signature_input), len(signature))})
-        try:
-            parsed = parse_dictionary(signature_input)
-        except Exception:  # the parser raises several types on malformed input
-            raise Refused(reasons.MALFORMED, client_message="Signature-Input is not a valid "
-                          "structured-field dictionary (RFC 8941).") from None
-        if len(parsed) != 1:
-            raise Refused(reasons.AMBIGUOUS, detail={"labels": len(parsed)}, client_message=(
-                "Send exactly one signature per request."
-            ))
-        label, (members, params) = next(iter(parsed.items()))
-        if not isinstance(members, list):
-            raise Refused(reasons.MALFORMED, client_message="Signature-Input must be an inner list.")
+        canonical = _canonical_signature_input(signature_input)
+        if canonical is not None:
+            label, components, params, signature_params = canonical
+            plan = _canonical_plan(components)
+            members: Any = plan.names
+            covered = plan.covered
+        else:
+            signature_params = plan = None
+            try:
+                parsed = parse_dictionary(signature_input)
+            except Exception:  # the parser raises several types on malformed input
+                raise Refused(reasons.MALFORMED, client_message="Signature-Input is not a valid "
+                              "structured-field dictionary (RFC 8941).") from None
+            if len(parsed) != 1:
+                raise Refused(reasons.AMBIGUOUS, detail={"labels": len(parsed)}, client_message=(
+                    "Send exactly one signature per request."
+                ))
+            label, (members, params) = next(iter(parsed.items()))
+            if not isinstance(members, list):
+                raise Refused(reasons.MALFORMED,
+                              client_message="Signature-Input must be an inner list.")
+            covered = frozenset(name for name in map(_component_name, members) if name)
         key_id = params.get("keyid")
         if not isinstance(key_id, str) or not 0 < len(key_id) <= 64:
             raise Refused(reasons.MALFORMED, client_message="The signature needs a keyid parameter.")
@@ -174,9 +190,8 @@ class HttpSignatureAuthentication(CredentialAuthentication):
         if nonce is None and app_settings.SIGNATURE_REQUIRE_NONCE:
             raise Refused(reasons.MALFORMED, credential_id=key_id,
                           client_message="The signature needs a nonce parameter.")
-        covered = {name for name in map(_component_name, members) if name}
         missing = [c for c in self.required_components if c not in covered]
-        if not set(TARGET_COMPONENTS) <= covered and not set(SPLIT_TARGET_COMPONENTS) <= covered:
+        if not _TARGET <= covered and not _SPLIT_TARGET <= covered:
             missing.append("@target-uri")
         body = _body(django_request)
         if body and "content-digest" not in covered:
@@ -192,7 +207,8 @@ class HttpSignatureAuthentication(CredentialAuthentication):
         return Presented(
             lookup_value=key_id,
             proof={"label": label, "nonce": nonce, "alg": alg, "body": body,
-                   "members": members, "params": params, "host": host},
+                   "members": members, "params": params, "host": host,
+                   "signature_params": signature_params, "plan": plan},
             claims={"label": label, "created": created, "covered": sorted(covered),
                     **({"nonce": True} if nonce else {})},
         )
@@ -300,6 +316,17 @@ _LIST_MEMBER = re.compile(
     rf"((?:;{_KEY}=(?:-?[0-9]{{1,15}}|{_SF_STRING}))*) *$"
 )
 _PARAM = re.compile(rf";({_KEY})=(-?[0-9]{{1,15}}|{_SF_STRING})")
+# Canonical integers: no leading zero, no "-0" (RFC 8941 §4.1.4 serializes neither).
+_CANONICAL_INT = r"0|-?[1-9][0-9]{0,14}"
+_CANONICAL_INPUT = re.compile(
+    rf'({_KEY})=\(((?:"[!#-\[\]-~][ !#-\[\]-~]*")(?: "[!#-\[\]-~][ !#-\[\]-~]*")*)?\)'
+    rf"((?:;{_KEY}=(?:{_CANONICAL_INT}|{_SF_STRING}))*)"
+)
+_CANONICAL_PARAM = re.compile(rf';({_KEY})=(?:({_CANONICAL_INT})|"([ !#-\[\]-~]*)")')
+# escape_uri_path() and iri_to_uri() leave these as they are (Django's
+# build_absolute_uri() runs a path through both, a query through the second).
+_SAFE_PATH = re.compile(r"[A-Za-z0-9/:@&+$,\-_.!~*'()]*")
+_SAFE_QUERY = re.compile(r"[A-Za-z0-9/#%\[\]=:;$&()+,!?*@'~_.\-]*")
 _ITEM = re.compile(_SF_STRING)
 
 
@@ -329,46 +356,133 @@ def _sf_string(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def _canonical_signature_input(value: str) -> tuple[str, str, dict[str, Any], str] | None:
+    """``(label, components, parameters, serialized parameters)`` of a
+    ``Signature-Input`` already in canonical form (RFC 8941 §4.1), else ``None``.
+
+    Canonical: one member, single spaces between plain string components and
+    no other whitespace, no component parameters, integers without leading
+    zeros, no duplicate parameter. What clients send. Re-serializing such a
+    member gives back its own text, so that text is the ``@signature-params``
+    value (RFC 9421 §2.3) as is. ``components`` is the text inside the
+    parentheses (``"@method" "@target-uri"``). Anything else is parsed in full.
+    """
+    match = _CANONICAL_INPUT.fullmatch(value)
+    if match is None:
+        return None
+    label, components, raw_params = match.groups()
+    params: dict[str, Any] = {}
+    for key, number, text in _CANONICAL_PARAM.findall(raw_params):
+        if key in params:
+            return None
+        params[key] = int(number) if number else text
+    return label, components or "", params, value[match.end(1) + 1:]
+
+
+def _validated_host(django_request: Any) -> str:
+    """``django_request.get_host()``, remembering the hosts it accepted.
+
+    ``get_host()`` checks the host against ``ALLOWED_HOSTS`` on every call; an
+    accepted raw host is accepted again while the settings stay the same (the
+    memo is emptied when they change). Refused hosts are never remembered.
+    """
+    raw = django_request._get_raw_host()
+    if raw in _ACCEPTED_HOSTS:
+        return raw  # type: ignore[no-any-return]
+    host: str = django_request.get_host()  # raises DisallowedHost
+    if len(_ACCEPTED_HOSTS) < _ACCEPTED_HOSTS_MAX:
+        _ACCEPTED_HOSTS[host] = True
+    return host
+
+
+_ACCEPTED_HOSTS: dict[str, bool] = {}
+_ACCEPTED_HOSTS_MAX = 256
+_HOST_SETTINGS = frozenset({"ALLOWED_HOSTS", "DEBUG", "USE_X_FORWARDED_HOST", "USE_X_FORWARDED_PORT"})
+
+
+@receiver(setting_changed)
+def _forget_hosts(setting: str = "", **kwargs: Any) -> None:
+    if setting in _HOST_SETTINGS:
+        _ACCEPTED_HOSTS.clear()
+
+
+class _Plan(NamedTuple):
+    """What the fast path needs to know about one list of covered components."""
+
+    names: tuple[str, ...]
+    covered: frozenset[str]
+    #: ``(component, where to read it)``: a derived component's name, or the
+    #: ``META`` key of a header field. ``None`` when the library must decide
+    #: (a derived component the fast path does not build, a field name that is
+    #: not a plain token, a duplicate).
+    fields: tuple[tuple[str, str], ...] | None
+
+
+def _plan(names: Sequence[str]) -> _Plan:
+    fields: list[tuple[str, str]] | None = []
+    for name in names:
+        if name.startswith("@"):
+            source = name if name in _DERIVED else None
+        elif _FIELD_NAME.match(name) and name not in ("signature", "signature-input"):
+            source = ("CONTENT_TYPE" if name == "content-type" else
+                      "CONTENT_LENGTH" if name == "content-length" else
+                      "HTTP_" + name.upper().replace("-", "_"))
+        else:
+            source = None
+        if source is None or fields is None:
+            fields = None
+        else:
+            fields.append((name, source))
+    if len(set(names)) != len(names):
+        fields = None
+    return _Plan(tuple(names), frozenset(names), None if fields is None else tuple(fields))
+
+
+@lru_cache(maxsize=256)
+def _canonical_plan(components: str) -> _Plan:
+    """The plan of a canonical component list, from its text (``"@method" "@path"``).
+
+    Clients send the same few lists again and again, so plans are kept,
+    keyed by the text (bounded: the text is the client's).
+    """
+    return _plan(components[1:-1].split('" "') if components else ())
+
+
 def _fast_verify(request: Any, proof: dict[str, Any], algorithm_id: str,
                  key: Any) -> tuple[bool, str, str] | None:
     """``(valid, problem, signature base)``, or ``None`` when the library must decide."""
-    members, params = proof["members"], proof["params"]
-    names: list[str] = []
-    for item in members:
-        name, item_params = item
-        if item_params or not isinstance(name, str):
+    inner = proof.get("signature_params")
+    if inner is not None:  # canonical: its plan came with it, its text is the serialization
+        plan = proof["plan"]
+        if plan.fields is None or not _METADATA.issuperset(proof["params"]):
             return None
-        if name.startswith("@"):
-            if name not in _DERIVED:
+    else:
+        names = []
+        for item in proof["members"]:
+            name, item_params = item
+            if item_params or not isinstance(name, str):
                 return None
-        elif not _FIELD_NAME.match(name) or name in ("signature", "signature-input"):
+            names.append(name)
+        plan = _plan(names)
+        if plan.fields is None:
             return None
-        names.append(name)
-    if len(set(names)) != len(names):
-        return None
-    serialized_params = []
-    for param, value in params.items():
-        if param not in _METADATA:
-            return None
-        if type(value) is int:
-            serialized_params.append(f";{param}={value}")
-        elif isinstance(value, str) and value.isascii() and value.isprintable():
-            serialized_params.append(f";{param}={_sf_string(value)}")
-        else:
-            return None
-    raw_signature = request.META.get("HTTP_SIGNATURE", "")
-    try:
-        signatures = parse_dictionary(raw_signature)
-    except Exception:
-        return None
-    if list(signatures) != [proof["label"]]:
-        return None
-    signature, _sig_params = signatures[proof["label"]]
-    if not isinstance(signature, bytes) or not signature:
-        return None
-
+        serialized_params = []
+        for param, value in proof["params"].items():
+            if param not in _METADATA:
+                return None
+            if type(value) is int:
+                serialized_params.append(f";{param}={value}")
+            elif isinstance(value, str) and value.isascii() and value.isprintable():
+                serialized_params.append(f";{param}={_sf_string(value)}")
+            else:
+                return None
+        inner = "(" + " ".join(f'"{n}"' for n in names) + ")" + "".join(serialized_params)
     django_request = getattr(request, "_request", request)
     meta = django_request.META
+    signature = _signature_bytes(meta.get("HTTP_SIGNATURE", ""), proof["label"])
+    if not signature:
+        return None
+
     method = django_request.method or ""
     if method != method.upper():
         return None
@@ -381,7 +495,7 @@ def _fast_verify(request: Any, proof: dict[str, Any], algorithm_id: str,
         return None
     split = None
     lines = []
-    for name in names:
+    for name, source in plan.fields:
         if name == "@method":
             value = method
         elif name == "@target-uri":
@@ -400,17 +514,13 @@ def _fast_verify(request: Any, proof: dict[str, Any], algorithm_id: str,
             split = split or urlsplit(url)
             value = "?" + split.query
         else:
-            meta_name = "CONTENT_TYPE" if name == "content-type" else (
-                "CONTENT_LENGTH" if name == "content-length" else
-                "HTTP_" + name.upper().replace("-", "_"))
-            field = meta.get(meta_name)
+            field = meta.get(source)
             if not field:
                 return (False, "signature", "")
             if "\r" in field or "\n" in field or not field.replace("\t", " ").isprintable():
                 return (False, "signature", "")
             value = field
         lines.append(f'"{name}": {value}')
-    inner = "(" + " ".join(f'"{n}"' for n in names) + ")" + "".join(serialized_params)
     lines.append(f'"@signature-params": {inner}')
     base = "\n".join(lines)
     if not base.isascii():
@@ -423,11 +533,29 @@ def _fast_verify(request: Any, proof: dict[str, Any], algorithm_id: str,
     body = proof["body"]
     digest_header = meta.get("HTTP_CONTENT_DIGEST")
     if body or digest_header is not None:
-        if digest_header is None or "content-digest" not in names:
+        if digest_header is None or "content-digest" not in plan.covered:
             return (False, "digest", base)
         if not _digest_matches(digest_header, body):
             return (False, "digest", base)
     return (True, "", base)
+
+
+def _signature_bytes(header: str, label: str) -> bytes | None:
+    """The one signature in ``Signature`` under ``label``, or ``None`` (the library decides)."""
+    if header.startswith(label) and header[len(label):len(label) + 2] == "=:" \
+            and header.endswith(":"):
+        try:  # the common shape: one member, canonical base64
+            return binascii.a2b_base64(header[len(label) + 2:-1], strict_mode=True)
+        except binascii.Error:
+            pass
+    try:
+        signatures = parse_dictionary(header)
+    except Exception:
+        return None
+    if list(signatures) != [label]:
+        return None
+    signature = signatures[label][0]
+    return signature if isinstance(signature, bytes) else None
 
 
 def _target_uri(django_request: Any, scheme: str, host: str) -> str:
@@ -439,6 +567,12 @@ def _target_uri(django_request: Any, scheme: str, host: str) -> str:
     The differential tests compare the result with the library's view of
     the request, which uses ``build_absolute_uri``.
     """
+    path = django_request.path
+    query = django_request.META.get("QUERY_STRING", "")
+    if path.startswith("/") and _SAFE_PATH.fullmatch(path) and "/./" not in path \
+            and "/../" not in path and (not query or _SAFE_QUERY.fullmatch(query)):
+        # Characters that escape_uri_path() and iri_to_uri() leave as they are.
+        return f"{scheme}://{host}{path}?{query}" if query else f"{scheme}://{host}{path}"
     full_path = django_request.get_full_path()
     path = full_path.partition("?")[0]
     if path.startswith("/") and "/./" not in path and "/../" not in path:
@@ -449,8 +583,12 @@ def _target_uri(django_request: Any, scheme: str, host: str) -> str:
 def _check_signature(algorithm_id: str, key: Any, signature: bytes, base: bytes) -> bool:
     try:
         if algorithm_id == "hmac-sha256":
-            expected = hmac.digest(key, base, "sha256")  # one-shot, in C
-            return hmac.compare_digest(expected, signature)
+            inner, outer = _hmac_sha256_pads(key)
+            inner = inner.copy()
+            inner.update(base)
+            outer = outer.copy()
+            outer.update(inner.digest())
+            return hmac.compare_digest(outer.digest(), signature)
         if algorithm_id == "ed25519":
             key.verify(signature, base)
             return True
@@ -466,8 +604,33 @@ def _check_signature(algorithm_id: str, key: Any, signature: bytes, base: bytes)
     return False
 
 
+@lru_cache(maxsize=1024)
+def _hmac_sha256_pads(key: bytes) -> tuple[Any, Any]:
+    """HMAC-SHA256 (RFC 2104) with the key's inner and outer pads hashed once.
+
+    Copying the two keyed SHA-256 states costs less than ``hmac.digest()``,
+    which has OpenSSL look up the MAC and the digest on every call. The
+    states stay in this process's memory, like the decrypted key itself.
+    """
+    if len(key) > 64:
+        key = hashlib.sha256(key).digest()
+    key = key.ljust(64, b"\0")
+    return (hashlib.sha256(key.translate(_IPAD)), hashlib.sha256(key.translate(_OPAD)))
+
+
+_IPAD = bytes(x ^ 0x36 for x in range(256))
+_OPAD = bytes(x ^ 0x5C for x in range(256))
+
+
 def _digest_matches(header: str, body: bytes) -> bool:
     """RFC 9530: every digest we know must match, and there must be at least one."""
+    if header.startswith("sha-256=:") and header.endswith(":"):
+        try:  # the common shape: one sha-256 member, canonical base64
+            value = binascii.a2b_base64(header[9:-1], strict_mode=True)
+        except binascii.Error:
+            pass
+        else:
+            return hmac.compare_digest(hashlib.sha256(body).digest(), value)
     try:
         parsed = parse_dictionary(header)
     except Exception:

@@ -204,9 +204,102 @@ def test_fast_dictionary_parser_agrees_with_http_sf(value):
     "//api/whoami/",
     "/api/whoami/?next=/./x",
     "/api/wh%3Foami/?q=1#frag",
+    "/api/a;b=c/?x=1;y=2",
+    "/api/~user/('x')*!$&+,:@/",
+    "/api/100%25/?p=%25&q=a+b",
+    "/api/a%20b/?q=%20",
+    "/api/[x]/?a[]=1",
+    "/api/a'b/?q='\"'",
+    "/api/%E2%82%AC/?q=%E2%82%AC",
 ])
 @pytest.mark.parametrize(("host", "secure"), [("testserver", False), ("TestServer:8080", True)])
 def test_target_uri_is_build_absolute_uri(path, host, secure):
     request = django_request("GET", path, {}, None, host=host, secure=secure)
     expected = request.build_absolute_uri()
     assert http_signature._target_uri(request, request.scheme, request.get_host()) == expected
+
+
+@pytest.mark.parametrize("value", [
+    'sig=("@method" "@target-uri");created=1700000000;keyid="hk_x";alg="hmac-sha256";nonce="a;b=c"',
+    'sig1=("@method" "@authority" "@path" "@query" "content-digest");created=1;keyid="k";expires=0',
+    'sig=("@method");created=-5;keyid="a b"',
+    'sig=();created=1;keyid="x"',
+    'sig=("x-a b" "c");keyid=""',
+])
+def test_canonical_signature_input_is_its_own_serialization(value):
+    """A canonical member parses as http_sf parses it, and its text after ``label=``
+    is exactly what serializing the parsed inner list gives (the @signature-params line)."""
+    import http_sf
+
+    label, components, params, text = http_signature._canonical_signature_input(value)
+    [(expected_label, (members, expected_params))] = http_sf.parse(
+        value.encode(), tltype="dictionary").items()
+    assert label == expected_label
+    assert params == dict(expected_params)
+    assert list(http_signature._canonical_plan(components).names) == [m for m, _p in members]
+    assert text == http_sf.ser({label: (members, expected_params)})[len(label) + 1:]
+
+
+@pytest.mark.parametrize("value", [
+    'sig=( "@method" "@target-uri");created=1',      # whitespace inside the list
+    'sig=("@method"  "@target-uri");created=1',      # two spaces
+    'sig=("@method");created=007;keyid="x"',         # leading zeros
+    'sig=("@method");created=-0;keyid="x"',          # negative zero
+    'sig=("@method");keyid="x";keyid="y"',           # duplicate parameter
+    'sig=("@method";sf);created=1',                  # component parameter
+    'sig=("@method"); created=1',                    # space before a parameter
+    'sig=("@method");created=1 ',                    # trailing space
+    'sig=("@method");flag;created=1',                # boolean parameter
+    'sig=("a\\"b");created=1',                       # escaped quote
+    'sig=("@method"), other=("@path")',              # two members
+    'Sig=("@method");created=1',                     # upper-case key
+])
+def test_anything_not_canonical_goes_to_the_full_parser(value):
+    assert http_signature._canonical_signature_input(value) is None
+
+
+@pytest.mark.parametrize("length", [0, 1, 16, 32, 63, 64, 65, 100, 200])
+def test_hmac_with_cached_pads_is_hmac_sha256(length):
+    import hashlib
+    import hmac
+    import os
+
+    key, message = os.urandom(length), os.urandom(300)
+    expected = hmac.new(key, message, hashlib.sha256).digest()
+    assert http_signature._check_signature("hmac-sha256", key, expected, message)
+    assert not http_signature._check_signature("hmac-sha256", key, expected, message + b"x")
+    flipped = bytes([expected[0] ^ 1]) + expected[1:]
+    assert not http_signature._check_signature("hmac-sha256", key, flipped, message)
+    # The cached pads are not changed by a verification (copies are updated).
+    assert http_signature._check_signature("hmac-sha256", key, expected, message)
+
+
+def test_digest_fast_shape_and_full_parser_agree():
+    import base64
+    import hashlib
+
+    body = b"x" * 1024
+    raw = hashlib.sha256(body).digest()
+    padded = base64.b64encode(raw).decode()
+    assert http_signature._digest_matches(f"sha-256=:{padded}:", body)
+    # Not the fast shape: left to the full parser, same verdicts as before.
+    assert http_signature._digest_matches(f"sha-256=:{padded}:;x=1", body)
+    assert not http_signature._digest_matches(f"sha-256=:{padded}", body)
+    assert not http_signature._digest_matches(f"sha-256=:{padded[:-4]}:", body)
+    assert not http_signature._digest_matches(f"sha-256=:{padded}:, sha-256=:AAAA:", body)
+
+
+def test_a_refused_host_is_never_remembered_and_a_settings_change_forgets(settings):
+    from django.core.exceptions import DisallowedHost
+
+    settings.ALLOWED_HOSTS = ["good.example"]
+    good = RequestFactory().get("/", HTTP_HOST="good.example")
+    bad = RequestFactory().get("/", HTTP_HOST="bad.example")
+    assert http_signature._validated_host(good) == "good.example"
+    for _ in range(2):
+        with pytest.raises(DisallowedHost):
+            http_signature._validated_host(bad)
+    assert "bad.example" not in http_signature._ACCEPTED_HOSTS
+    settings.ALLOWED_HOSTS = ["other.example"]  # sends setting_changed
+    with pytest.raises(DisallowedHost):
+        http_signature._validated_host(good)
