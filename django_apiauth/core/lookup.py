@@ -14,11 +14,13 @@ the very next request.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
+from operator import itemgetter
 from typing import Any, TypeVar
 
 from django.db import connections, router
-from django.db.models import Model, Q
+from django.db.models import DEFERRED, Model, Q
 
 from ..app_settings import app_settings
 from .models import AbstractCredential
@@ -34,6 +36,7 @@ class _CompiledLookup:
         "converters",
         "cred_fields",
         "cred_model",
+        "cred_positions",
         "cred_slice",
         "owner_fields",
         "owner_model",
@@ -64,6 +67,16 @@ class _CompiledLookup:
         self.cred_slice = slice(cred_idx[0], cred_idx[-1] + 1)
         self.owner_slice = slice(owner_idx[0], owner_idx[-1] + 1)
         self.cred_fields = [select[i][0].target.attname for i in cred_idx]
+        # With deferred fields, Model.from_db() places the values it got with a
+        # membership test per concrete field (quadratic, a large part of a
+        # lookup): place them once here, DEFERRED where a field is not read.
+        # The row gets one DEFERRED appended, at index len(select).
+        concrete = [f.attname for f in self.cred_model._meta.concrete_fields]
+        if concrete == self.cred_fields:
+            self.cred_positions: Callable[[Any], tuple[Any, ...]] | None = None
+        else:
+            where = {name: cred_idx[n] for n, name in enumerate(self.cred_fields)}
+            self.cred_positions = itemgetter(*[where.get(name, len(select)) for name in concrete])
         self.owner_fields = [select[i][0].target.attname for i in owner_idx]
         self.converters = [
             (pos, convs, expr)
@@ -105,7 +118,9 @@ def lookup(model: type[C], value: str, field: str | None = None) -> C | None:
             for conv in convs:
                 item = conv(item, expr, connection)
             row[pos] = item
-    credential = compiled.cred_model.from_db(alias, compiled.cred_fields, row[compiled.cred_slice])
+    positions = compiled.cred_positions
+    values = row[compiled.cred_slice] if positions is None else positions([*row, DEFERRED])
+    credential = compiled.cred_model.from_db(alias, compiled.cred_fields, values)
     owner = compiled.owner_model.from_db(alias, compiled.owner_fields, row[compiled.owner_slice])
     credential._state.fields_cache["owner"] = owner
     return credential  # type: ignore[no-any-return]
