@@ -244,7 +244,8 @@ class AbstractClientCertificate(AbstractCredential):
     lookup_field: ClassVar[str] = "fingerprint_sha256"
     # The certificate itself is not needed to authenticate (the fingerprint
     # pins it and the forwarded copy was parsed): keep the lookup row short.
-    lookup_defer: ClassVar[tuple[str, ...]] = ("certificate_pem", "sans", "subject", "issuer")
+    lookup_defer: ClassVar[tuple[str, ...]] = ("certificate_pem", "sans", "subject", "issuer",
+                                               "common_name", "serial", "key_type")
     secret_name: ClassVar[str] = "private_key"  # noqa: S105 (a label, not a secret)
 
     KEY_TYPES = (("ec", _("EC P-256")), ("rsa", _("RSA 3072")))

@@ -19,8 +19,12 @@ from datetime import datetime
 from operator import itemgetter
 from typing import Any, TypeVar
 
+from django.conf import settings
+from django.core.signals import setting_changed
 from django.db import connections, router
 from django.db.models import DEFERRED, Model, Q
+from django.dispatch import receiver
+from django.utils.dateparse import parse_datetime
 
 from ..app_settings import app_settings
 from .models import AbstractCredential
@@ -78,10 +82,38 @@ class _CompiledLookup:
             where = {name: cred_idx[n] for n, name in enumerate(self.cred_fields)}
             self.cred_positions = itemgetter(*[where.get(name, len(select)) for name in concrete])
         self.owner_fields = [select[i][0].target.attname for i in owner_idx]
+        connection = connections[alias]
+        slow_datetime = connection.ops.convert_datetimefield_value
+        fast_datetime = _aware_datetime(connection.timezone) if (
+            connection.vendor == "sqlite" and settings.USE_TZ) else slow_datetime
         self.converters = [
-            (pos, convs, expr)
+            (pos, [fast_datetime if conv == slow_datetime else conv for conv in convs], expr)
             for pos, (convs, expr) in compiler.get_converters([s[0] for s in select]).items()
         ]
+
+
+def _aware_datetime(zone: Any) -> Callable[[Any, Any, Any], Any]:
+    """SQLite's date-time converter, for ``USE_TZ = True``, without its per-call
+    settings and time-zone lookups (read once here; compiled lookups are
+    dropped when ``USE_TZ`` or ``TIME_ZONE`` changes). Same result: a naive
+    value gets the connection's time zone."""
+
+    def convert(value: Any, expression: Any, connection: Any) -> Any:
+        if value is not None:
+            if not isinstance(value, datetime):
+                value = parse_datetime(value)
+            if value.tzinfo is None or value.utcoffset() is None:
+                value = value.replace(tzinfo=zone)
+        return value
+
+    return convert
+
+
+@receiver(setting_changed)
+def _forget_compiled(setting: str = "", **kwargs: Any) -> None:
+    if setting in ("USE_TZ", "TIME_ZONE", "DATABASES"):
+        for connection in connections.all(initialized_only=True):
+            connection.__dict__.pop("_apiauth_lookups", None)
 
 
 def _compiled(model: type[AbstractCredential], field: str, alias: str) -> _CompiledLookup:

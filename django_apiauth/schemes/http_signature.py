@@ -137,7 +137,8 @@ class HttpSignatureAuthentication(CredentialAuthentication):
             raise Refused(reasons.MALFORMED, client_message=(
                 "The Host header names a host this server does not serve."
             )) from None
-        limit = app_settings.SIGNATURE_MAX_HEADER_LENGTH
+        policy = _policy()
+        limit = policy.max_header
         if len(signature_input) > limit or len(signature) > limit:
             raise Refused(reasons.MALFORMED, detail={"length": max(len(signature_input), len(signature))})
         canonical = _canonical_signature_input(signature_input)
@@ -171,8 +172,7 @@ class HttpSignatureAuthentication(CredentialAuthentication):
                 "The signature needs an integer created parameter."
             ))
         now = int(time.time())
-        skew = app_settings.SIGNATURE_MAX_SKEW
-        if abs(now - created) > skew:
+        if abs(now - created) > policy.skew:
             raise Refused(reasons.CLOCK_SKEW, credential_id=key_id,
                           detail={"created": created, "server_time": now})
         expires = params.get("expires")
@@ -187,13 +187,13 @@ class HttpSignatureAuthentication(CredentialAuthentication):
         if nonce is not None and (not isinstance(nonce, str) or not 0 < len(nonce) <= 256):
             raise Refused(reasons.MALFORMED, credential_id=key_id,
                           client_message="The nonce parameter must be a short string.")
-        if nonce is None and app_settings.SIGNATURE_REQUIRE_NONCE:
+        if nonce is None and policy.require_nonce:
             raise Refused(reasons.MALFORMED, credential_id=key_id,
                           client_message="The signature needs a nonce parameter.")
         missing = [c for c in self.required_components if c not in covered]
         if not _TARGET <= covered and not _SPLIT_TARGET <= covered:
             missing.append("@target-uri")
-        body = _body(django_request)
+        body = django_request.body or b""
         if body and "content-digest" not in covered:
             missing.append("content-digest")
         if missing:
@@ -209,7 +209,8 @@ class HttpSignatureAuthentication(CredentialAuthentication):
             proof={"label": label, "nonce": nonce, "alg": alg, "body": body,
                    "members": members, "params": params, "host": host,
                    "signature_params": signature_params, "plan": plan},
-            claims={"label": label, "created": created, "covered": sorted(covered),
+            claims={"label": label, "created": created,
+                    "covered": list(plan.sorted) if plan is not None else sorted(covered),
                     **({"nonce": True} if nonce else {})},
         )
 
@@ -269,7 +270,7 @@ class HttpSignatureAuthentication(CredentialAuthentication):
         return self._first_use(presented, signed)
 
     def _first_use(self, presented: Presented, signed: str) -> bool:
-        window = 2 * app_settings.SIGNATURE_MAX_SKEW
+        window = _policy().replay_window
         key_id = presented.lookup_value
         nonce = presented.proof["nonce"]
         if nonce is not None:
@@ -400,10 +401,31 @@ _ACCEPTED_HOSTS_MAX = 256
 _HOST_SETTINGS = frozenset({"ALLOWED_HOSTS", "DEBUG", "USE_X_FORWARDED_HOST", "USE_X_FORWARDED_PORT"})
 
 
+class _Policy(NamedTuple):
+    max_header: int
+    skew: int
+    replay_window: int
+    require_nonce: bool
+
+
+_POLICY: list[_Policy] = []
+
+
+def _policy() -> _Policy:
+    """The ``APIAUTH_SIGNATURE_*`` settings, read once (until one changes)."""
+    if not _POLICY:
+        skew = app_settings.SIGNATURE_MAX_SKEW
+        _POLICY.append(_Policy(app_settings.SIGNATURE_MAX_HEADER_LENGTH, skew, 2 * skew,
+                               app_settings.SIGNATURE_REQUIRE_NONCE))
+    return _POLICY[0]
+
+
 @receiver(setting_changed)
-def _forget_hosts(setting: str = "", **kwargs: Any) -> None:
+def _forget_settings(setting: str = "", **kwargs: Any) -> None:
     if setting in _HOST_SETTINGS:
         _ACCEPTED_HOSTS.clear()
+    elif setting.startswith("APIAUTH_"):
+        _POLICY.clear()
 
 
 class _Plan(NamedTuple):
@@ -411,6 +433,7 @@ class _Plan(NamedTuple):
 
     names: tuple[str, ...]
     covered: frozenset[str]
+    sorted: tuple[str, ...]
     #: ``(component, where to read it)``: a derived component's name, or the
     #: ``META`` key of a header field. ``None`` when the library must decide
     #: (a derived component the fast path does not build, a field name that is
@@ -435,7 +458,8 @@ def _plan(names: Sequence[str]) -> _Plan:
             fields.append((name, source))
     if len(set(names)) != len(names):
         fields = None
-    return _Plan(tuple(names), frozenset(names), None if fields is None else tuple(fields))
+    return _Plan(tuple(names), frozenset(names), tuple(sorted(set(names))),
+                 None if fields is None else tuple(fields))
 
 
 @lru_cache(maxsize=256)
@@ -654,7 +678,3 @@ def _dummy_key(algorithm: str) -> Any:
         return ec.generate_private_key(ec.SECP256R1()).public_key()
     return _DUMMY_KEY
 
-
-def _body(request: Any) -> bytes:
-    django_request = getattr(request, "_request", request)
-    return django_request.body or b""
