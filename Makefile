@@ -43,6 +43,7 @@ bench: venv
 	$(PY) benchmarks/run.py
 	$(PY) benchmarks/audit_pages.py
 	$(PY) benchmarks/guard_cost.py
+	$(PY) benchmarks/instructions.py
 
 docs: venv
 	$(VENV)/bin/mkdocs build --strict

@@ -22,7 +22,9 @@ _local = threading.local()
 
 def cache(alias: str) -> BaseCache:
     """``caches[alias]``, memoised for this thread while ``CACHES`` stays the same."""
-    connections = caches._connections  # replaced by Django when CACHES changes
+    connections = getattr(caches, "_connections", None)  # replaced when CACHES changes
+    if connections is None:  # pragma: no cover - a Django without it: no memo
+        return caches[alias]
     memo = getattr(_local, "memo", None)
     if memo is None or memo[0] is not connections:
         memo = _local.memo = (connections, {})

@@ -387,8 +387,9 @@ def _validated_host(django_request: Any) -> str:
     accepted raw host is accepted again while the settings stay the same (the
     memo is emptied when they change). Refused hosts are never remembered.
     """
-    raw = django_request._get_raw_host()
-    if raw in _ACCEPTED_HOSTS:
+    raw_host = getattr(django_request, "_get_raw_host", None)  # Django's, private
+    raw = raw_host() if raw_host is not None else None
+    if raw is not None and raw in _ACCEPTED_HOSTS:
         return raw  # type: ignore[no-any-return]
     host: str = django_request.get_host()  # raises DisallowedHost
     if len(_ACCEPTED_HOSTS) < _ACCEPTED_HOSTS_MAX:
