@@ -319,9 +319,8 @@ _LIST_MEMBER = re.compile(
 _PARAM = re.compile(rf";({_KEY})=(-?[0-9]{{1,15}}|{_SF_STRING})")
 # Canonical integers: no leading zero, no "-0" (RFC 8941 §4.1.4 serializes neither).
 _CANONICAL_INT = r"0|-?[1-9][0-9]{0,14}"
-_CANONICAL_INPUT = re.compile(
+_CANONICAL_HEAD = re.compile(
     rf'({_KEY})=\(((?:"[!#-\[\]-~][ !#-\[\]-~]*")(?: "[!#-\[\]-~][ !#-\[\]-~]*")*)?\)'
-    rf"((?:;{_KEY}=(?:{_CANONICAL_INT}|{_SF_STRING}))*)"
 )
 _CANONICAL_PARAM = re.compile(rf';({_KEY})=(?:({_CANONICAL_INT})|"([ !#-\[\]-~]*)")')
 # escape_uri_path() and iri_to_uri() leave these as they are (Django's
@@ -368,16 +367,36 @@ def _canonical_signature_input(value: str) -> tuple[str, str, dict[str, Any], st
     value (RFC 9421 §2.3) as is. ``components`` is the text inside the
     parentheses (``"@method" "@target-uri"``). Anything else is parsed in full.
     """
-    match = _CANONICAL_INPUT.fullmatch(value)
-    if match is None:
+    close = value.find(")")
+    head = _canonical_head(value[:close + 1]) if close > 0 else None
+    if head is None:
         return None
-    label, components, raw_params = match.groups()
+    label, components = head
+    # The parameters, matched one after the other from the ")" to the end.
     params: dict[str, Any] = {}
-    for key, number, text in _CANONICAL_PARAM.findall(raw_params):
+    end = close + 1
+    for match in _CANONICAL_PARAM.finditer(value, end):
+        if match.start() != end:
+            return None
+        key, number, text = match.groups()
         if key in params:
             return None
         params[key] = int(number) if number else text
-    return label, components or "", params, value[match.end(1) + 1:]
+        end = match.end()
+    if end != len(value):
+        return None
+    return label, components, params, value[len(label) + 1:]
+
+
+@lru_cache(maxsize=256)
+def _canonical_head(head: str) -> tuple[str, str] | None:
+    """``(label, components)`` of ``label=("…" "…")`` in canonical form, else ``None``.
+
+    A client sends the same label and component list on every request: the
+    answer is kept per distinct text (bounded: the text is the client's).
+    """
+    match = _CANONICAL_HEAD.fullmatch(head)
+    return None if match is None else (match[1], match[2] or "")
 
 
 def _validated_host(django_request: Any) -> str:

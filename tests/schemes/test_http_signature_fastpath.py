@@ -253,6 +253,12 @@ def test_canonical_signature_input_is_its_own_serialization(value):
     'sig=("a\\"b");created=1',                       # escaped quote
     'sig=("@method"), other=("@path")',              # two members
     'Sig=("@method");created=1',                     # upper-case key
+    'sig=("@method");created=1;',                    # trailing separator
+    'sig=("@method");created=1234567890123456',      # 16 digits
+    'sig=("@method")x;created=1',                    # text between list and parameters
+    'sig=("@method");created=1x',                    # text after a parameter
+    'sig=("a)b");created=1',                         # ")" inside a name: left to the parser
+    'sig=("@method"',                                # no closing parenthesis
 ])
 def test_anything_not_canonical_goes_to_the_full_parser(value):
     assert http_signature._canonical_signature_input(value) is None
