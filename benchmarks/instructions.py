@@ -59,8 +59,6 @@ def child(names: list[str], n: int, out_dir: Path) -> None:
 
     tmpdir = Path(tempfile.mkdtemp(prefix="apiauth-instr-"))
     env = run.Environment(tmpdir, [])
-    from django.test.utils import override_settings
-
     # Work done on a clock (buffered audit rows flushed every second, the audit
     # chain sealed every 10 s, last use recorded once a minute) would land in
     # whichever variant is running when the clock strikes, and valgrind runs
@@ -68,6 +66,8 @@ def child(names: list[str], n: int, out_dir: Path) -> None:
     # hardware. Counted without it: flushes by size only (every 50 rows), no
     # sealing, last use recorded once (before counting).
     from datetime import timedelta
+
+    from django.test.utils import override_settings
 
     no_clock = override_settings(APIAUTH_AUDIT_BUFFER_SECONDS=10**6,
                                  APIAUTH_AUDIT_SEAL_INTERVAL=10**6,
@@ -78,8 +78,8 @@ def child(names: list[str], n: int, out_dir: Path) -> None:
         pid = str(os.getpid())
 
         def control(*args: str) -> None:
-            subprocess.run(["callgrind_control", *args, pid], check=True,
-                           stdout=subprocess.DEVNULL)
+            subprocess.run(["callgrind_control", *args, pid],  # noqa: S603,S607 (fixed arguments)
+                           check=True, stdout=subprocess.DEVNULL)
 
         prepared = {}
         for name in names:
@@ -148,7 +148,8 @@ def main() -> int:
                    "--variants", ",".join(names)]
         print(f"counting {options.requests} requests x {len(names)} variants under callgrind"
               " (a few minutes) ...", flush=True)
-        result = subprocess.run(command, env={**os.environ, UNDER_VALGRIND: str(out_dir)},
+        result = subprocess.run(command,  # noqa: S603 (this script, under valgrind)
+                                env={**os.environ, UNDER_VALGRIND: str(out_dir)},
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         if result.returncode or not (out_dir / "done").exists():
             sys.stderr.write(result.stderr[-4000:])
