@@ -3,7 +3,8 @@
 ``django.core.cache.caches[alias]`` goes through asgiref's context-local
 storage on every call, which costs about as much as a local-memory cache
 operation itself; the authentication path needs a cache two or three times
-per request (lockout, replay, rate limit). :func:`cache` keeps the handle
+per request (lockout, replay, rate limit, JWT deny-list and JWKS), and every
+django-apiauth module asks through here. :func:`cache` keeps the handle
 Django returned for this thread, as Django itself does for a synchronous
 thread, and asks Django again after ``CACHES`` changed (``override_settings``
 replaces Django's storage, which is how a change is noticed). Handles are

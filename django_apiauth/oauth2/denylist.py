@@ -21,9 +21,8 @@ import math
 import time
 from typing import Any
 
-from django.core.cache import caches
-
 from ..app_settings import app_settings
+from ..core import cachestore
 from ..core.authentication import DependencyUnavailable
 
 #: Added to every entry's lifetime: verifiers accept tokens up to their
@@ -38,7 +37,7 @@ def key(issuer: str, jti: str) -> str:
 
 
 def cache() -> Any:
-    return caches[app_settings.JWT_DENYLIST_CACHE]
+    return cachestore.cache(app_settings.JWT_DENYLIST_CACHE)
 
 
 def deny(issuer: str, jti: str, exp: float, *, now: float | None = None) -> bool:

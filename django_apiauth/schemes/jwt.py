@@ -73,7 +73,6 @@ from typing import Any, ClassVar
 import jwt
 import requests
 from django.contrib.auth import get_user_model
-from django.core.cache import caches
 from django.core.exceptions import ValidationError
 from django.core.signals import setting_changed
 from django.db import DatabaseError, transaction
@@ -83,7 +82,7 @@ from django.utils import timezone
 from rest_framework import exceptions
 
 from ..app_settings import app_settings
-from ..core import reasons
+from ..core import cachestore, reasons
 from ..core.authentication import (
     ApiAuthentication,
     DependencyUnavailable,
@@ -232,7 +231,7 @@ def issuer_keys(issuer: Issuer, *, refresh: bool = False) -> list[dict[str, Any]
     if issuer.local and not issuer.jwks_uri:
         return local_provider_keys()
     try:
-        cache = caches[app_settings.JWKS_CACHE]
+        cache = cachestore.cache(app_settings.JWKS_CACHE)
         cached = cache.get(_cache_key(issuer.issuer, "set", issuer.jwks_uri))
         if refresh and cached is not None:
             if not cache.add(_cache_key(issuer.issuer, "cooldown", issuer.jwks_uri), 1,

@@ -30,9 +30,9 @@ from typing import Any
 from urllib.parse import quote
 
 import requests
-from django.core.cache import caches
 
 from ...app_settings import app_settings
+from ...core import cachestore
 from ...core.authentication import DependencyUnavailable
 from ...schemes import jwt as jwt_scheme
 from .models import OidcProvider, require_secure_url
@@ -149,7 +149,7 @@ def provider_metadata(provider: OidcProvider) -> dict[str, Any]:
     unreachable provider raises :class:`ProviderUnreachable`.
     """
     key = _metadata_key(provider.issuer)
-    cache = caches[app_settings.JWKS_CACHE]
+    cache = cachestore.cache(app_settings.JWKS_CACHE)
     try:
         cached = cache.get(key)
     except Exception:
@@ -167,7 +167,7 @@ def provider_metadata(provider: OidcProvider) -> dict[str, Any]:
 
 def forget_metadata(provider: OidcProvider) -> None:
     try:
-        caches[app_settings.JWKS_CACHE].delete(_metadata_key(provider.issuer))
+        cachestore.cache(app_settings.JWKS_CACHE).delete(_metadata_key(provider.issuer))
     except Exception:
         logger.exception("The OIDC metadata cache is unavailable")
 
